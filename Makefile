@@ -74,3 +74,12 @@ runner:
 
 clean:
 	rm -rf bin
+
+# --- simulated FreeBSD host (ci/sim) -------------------------------------
+# eval "$$(make -s sim-up)" brings a host up and exports PATH, BHYVE_SIM_*.
+.PHONY: sim-up sim-down
+sim-up: build
+	@bin/bhyve-sim up
+
+sim-down: build
+	@bin/bhyve-sim down
