@@ -195,7 +195,7 @@ func decodeSection(file string, md *toml.MetaData, prim toml.Primitive, key toml
 		return sec, err
 	}
 	var errs []error
-	for sub := range sectionTable.sub {
+	for _, sub := range sortedKeys(sectionTable.sub) {
 		subKey := append(append(toml.Key{}, key...), sub)
 		if md.IsDefined(subKey...) {
 			if err := checkTable(file, md, subKey, name+"."+sub); err != nil {

@@ -115,3 +115,5 @@ host_key = "` + f.hostKey.line + `"
 [runners."ci-1"]
 `
 }
+
+func fileMode(m uint32) os.FileMode { return os.FileMode(m) }

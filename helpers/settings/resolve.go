@@ -206,11 +206,14 @@ type resolver struct {
 }
 
 // lookup finds key in the most specific section that sets it. where names
-// the key as written in that section; for an unset key it names the runner's
-// section, where the operator would add it.
+// the key as written in that section; for a built-in or unset value it names
+// the runner's section, where the operator would change it.
 func (r *resolver) lookup(key string) (v any, where string, ok bool) {
 	for _, sec := range r.sections {
 		if v, ok := sec.values[key]; ok {
+			if sec.name == builtinSection {
+				return v, r.sections[0].name + "." + key, true
+			}
 			return v, sec.name + "." + key, true
 		}
 	}
@@ -636,7 +639,7 @@ func readIdentity(file string) (ssh.Signer, error) {
 	}
 	var missing *ssh.PassphraseMissingError
 	if errors.As(err, &missing) {
-		return nil, fmt.Errorf("%s is protected by a passphrase, which the runner cannot enter; expected a key without passphrase (ssh-keygen -t ed25519 -N '' -f FILE makes one)", file)
+		return nil, fmt.Errorf("%s is protected by a passphrase, which the runner cannot enter; expected a key without passphrase, such as ssh-keygen -t ed25519 -N '' -f bhyve_id_ed25519 makes", file)
 	}
 	if _, _, _, _, perr := ssh.ParseAuthorizedKey(data); perr == nil {
 		return nil, fmt.Errorf("%s is a public key; expected the private key (the file without .pub)", file)
