@@ -387,9 +387,10 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.LeaseFile = filepath.Clean(r.strMatching("lease_file", `an absolute path such as "/var/db/kea/kea-leases4.csv"`, absHost))
 
 	var prefixSet bool
-	s.NamePrefix, d.prefixWhere, prefixSet = r.str("name_prefix", "")
+	const prefixExpect = "1 to 32 of lowercase letters, digits, '_' and '-', starting with a letter or digit (vm-bhyve's name charset without '.')"
+	s.NamePrefix, d.prefixWhere, prefixSet = r.str("name_prefix", prefixExpect)
 	if prefixSet && !prefixRE.MatchString(s.NamePrefix) {
-		r.fail(d.prefixWhere, "%s is not valid; expected 1 to 32 of lowercase letters, digits, '_' and '-', starting with a letter or digit (vm-bhyve's name charset without '.')", strconv.Quote(s.NamePrefix))
+		r.fail(d.prefixWhere, "%s is not valid; expected %s", strconv.Quote(s.NamePrefix), prefixExpect)
 		prefixSet = false
 	}
 	if set && prefixSet && strings.HasPrefix(s.Template, s.NamePrefix) {
@@ -449,7 +450,8 @@ func compileAnchored(p string) (*regexp.Regexp, error) {
 }
 
 func (r *resolver) hostID() string {
-	v, where, set := r.str("host_id", "")
+	const expect = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 253 characters"
+	v, where, set := r.str("host_id", expect)
 	if !set {
 		if r.isUnset("host_id") {
 			h, err := os.Hostname()
@@ -465,7 +467,7 @@ func (r *resolver) hostID() string {
 		return ""
 	}
 	if !hostIDRE.MatchString(v) {
-		r.fail(where, "%s is not valid; expected letters, digits, '.', '_' and '-', starting with a letter or digit, at most 253 characters", strconv.Quote(v))
+		r.fail(where, "%s is not valid; expected %s", strconv.Quote(v), expect)
 	}
 	return v
 }

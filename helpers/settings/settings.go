@@ -37,6 +37,10 @@ const FileName = "bhyve.toml"
 // Settings are the effective settings of one runner: built-in defaults,
 // overlaid by [defaults], overlaid by [runners."NAME"]. Field comments give the
 // TOML key and its built-in default.
+//
+// Treat a loaded Settings as read-only: the methods use what Load parsed
+// (compiled patterns, keys), not later edits of the fields. Settings built in
+// code without Load work too; the methods then parse the fields on each call.
 type Settings struct {
 	// RunnerName is the selected [runners."NAME"] section.
 	RunnerName string

@@ -67,6 +67,16 @@ func TestSelectTemplate(t *testing.T) {
 	})
 }
 
+func TestAllowedImagesAnchorAlternatives(t *testing.T) {
+	f := newFixture(t)
+	s, err := Load(f.settings(t, minimal+`allowed_images = ["(?i)FreeBSD-1[45]|openbsd"]`+"\n"), "ci-1")
+	require.NoError(t, err)
+	for image, ok := range map[string]bool{"freebsd-15": true, "openbsd": true, "xopenbsd": false, "openbsd-7": false, "freebsd-15x": false} {
+		_, err := s.SelectTemplate(image)
+		assert.Equal(t, ok, err == nil, "%s: %v", image, err)
+	}
+}
+
 func TestSelectTemplateOnSettingsBuiltInCode(t *testing.T) {
 	s := &Settings{Path: "bhyve.toml", Template: "freebsd-14", NamePrefix: "ci-", AllowedImages: []string{"freebsd-.*"}}
 	got, err := s.SelectTemplate("freebsd-15")
