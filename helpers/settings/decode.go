@@ -111,7 +111,8 @@ func describeTable(t reflect.Type) *table {
 	return tab
 }
 
-// Keys lists every key a section accepts, sub-table keys dotted ("ssh.port").
+// sectionKeys lists every key a section accepts, sub-table keys dotted
+// ("ssh.port").
 // The documentation test uses it to keep REFERENCE.md and the example complete.
 func sectionKeys() []string {
 	var out []string
@@ -183,9 +184,9 @@ func keyPath(k toml.Key) string {
 	return strings.Join(parts, ".")
 }
 
-// decodeSection overlays nothing: it only decodes one Primitive into a
-// section, after checking that the section and its sub-tables really are
-// tables (the decoder's own errors for that are in Go terms).
+// decodeSection decodes one Primitive into a section, after checking that
+// the section and its sub-tables really are tables (the decoder's own errors
+// for that are in Go terms).
 func decodeSection(file string, md *toml.MetaData, prim toml.Primitive, key toml.Key, name string) (section, error) {
 	sec := section{name: name, values: map[string]any{}}
 	if !md.IsDefined(key...) {
