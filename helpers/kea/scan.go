@@ -49,9 +49,10 @@ type rowRec struct {
 func (rec *rowRec) parse() (row, string) {
 	if !rec.parsed {
 		rec.r, rec.msg = parseRow(rec.file.hdr, rec.raw)
-		rec.r.lease.File, rec.r.lease.Line = rec.file.name, rec.line
 		rec.parsed = true
 	}
+	// The name is looked up now: LFC may have renamed the file since.
+	rec.r.lease.File, rec.r.lease.Line = rec.file.name, rec.line
 	return rec.r, rec.msg
 }
 

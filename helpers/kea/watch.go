@@ -319,7 +319,7 @@ func (w *Watch) decide(now time.Time) (Lease, error) {
 			&ParseError{File: first.file.name, Line: first.line, Msg: msg})
 	}
 	slices.SortFunc(finals, func(a, b *rowRec) int { return cmpPos(pos(a), pos(b)) })
-	var best *rowRec
+	var best *Lease
 	var stale []string
 	for _, rec := range finals {
 		r, _ := rec.parse()
@@ -327,14 +327,14 @@ func (w *Watch) decide(now time.Time) (Lease, error) {
 			stale = append(stale, fmt.Sprintf("%s %s (%s:%d)", r.lease.Address, why, rec.file.name, rec.line))
 			continue
 		}
-		if best == nil || !best.r.lease.Expire.After(r.lease.Expire) {
-			best = rec
+		if best == nil || !best.Expire.After(r.lease.Expire) {
+			best = &r.lease
 		}
 	}
 	if best == nil {
 		return Lease{}, &noLeaseError{mac: w.mac, where: w.describeFiles(), stale: stale}
 	}
-	return best.r.lease, nil
+	return *best, nil
 }
 
 func cmpPos(a, b [2]int) int {

@@ -96,8 +96,10 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, '0')
 }
 
-// appendEscaped escapes like CSVRow::escapeCharacters: control bytes, bytes
-// above '~', the separator and '&' become &#xHH.
+// appendEscaped escapes like CSVRow::escapeCharacters (src/lib/util/
+// csv_file.cc) in current Kea: control bytes, bytes above '~', the separator
+// and '&' become &#xHH. Kea 2.2 escaped only the separator and '&'; readers
+// unescape both the same way.
 func appendEscaped(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); i++ {
