@@ -267,7 +267,8 @@ func Gone(_ VM, exists bool) bool { return !exists }
 // and stdin at EOF answers yes. Then up to acpiTimeout for the guest to go;
 // guests ignoring ACPI never do. Then `vm poweroff -f NAME` (core::poweroff,
 // bhyvectl --force-poweroff) and a wait until ctx ends. acpiTimeout <= 0
-// skips ACPI and powers off at once.
+// skips the ACPI wait and powers off at once (after `vm stop` if the guest
+// is in the bootloader stage, which poweroff cannot end).
 //
 // A guest already stopped is success; a guest that is not listed is an
 // error wrapping ErrNotFound. If the guest never stops (e.g. a stale
@@ -294,12 +295,16 @@ func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duratio
 	}
 	stopped := func(vm VM, exists bool) bool { return !exists || vm.Stopped() }
 
-	if acpiTimeout > 0 {
+	// poweroff cannot end the bootloader stage (vm-bhyve #466) but
+	// core::stop kills the loader, so the loader stage always gets `vm stop`.
+	if acpiTimeout > 0 || vm.State == StateBootloader {
 		// core::stop warns (exit 0) when there is no vmm yet; nothing to
 		// act on, the wait below decides.
 		if _, _, err := d.vm(ctx, "stop", name); err != nil && failure.KindOf(err) == failure.Config {
 			return fmt.Errorf("stop VM %s: %w", name, err)
 		}
+	}
+	if acpiTimeout > 0 {
 		acpiCtx, cancel := context.WithTimeout(ctx, acpiTimeout)
 		vm, err := d.WaitState(acpiCtx, name, stopped)
 		cancel()

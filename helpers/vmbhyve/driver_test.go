@@ -237,7 +237,7 @@ func TestStop(t *testing.T) {
 				if off.Load() {
 					return listing(row("ci-1", "Stopped"))
 				}
-				return listing(row("ci-1", "Bootloader (99)"))
+				return listing(row("ci-1", "Running (99)"))
 			case "poweroff":
 				off.Store(true)
 				return fakeResult{}
@@ -247,6 +247,30 @@ func TestStop(t *testing.T) {
 		})
 		require.NoError(t, d.Stop(context.Background(), "ci-1", 0))
 		assert.Equal(t, []string{"list", "poweroff", "list"}, fake.subcommands())
+	})
+
+	t.Run("bootloader stage gets vm stop even without an ACPI wait", func(t *testing.T) {
+		var loaderKilled atomic.Bool
+		d, fake := newDriver(t, func(argv []string) fakeResult {
+			switch subcommand(argv) {
+			case "list":
+				if loaderKilled.Load() {
+					return listing(row("ci-1", "Stopped"))
+				}
+				return listing(row("ci-1", "Bootloader (99)"))
+			case "stop":
+				// core::stop: "Guest ci-1 is in bootloader stage, do you
+				// wish to force exit (y/n)?" read EOF, which means yes.
+				loaderKilled.Store(true)
+				return fakeResult{stdout: "Killing ci-1\n"}
+			case "poweroff":
+				return vmErr("ci-1 doesn't appear to be a running virtual machine")
+			}
+			t.Errorf("unexpected %q", argv)
+			return fakeResult{code: 1}
+		})
+		require.NoError(t, d.Stop(context.Background(), "ci-1", 0))
+		assert.Equal(t, []string{"list", "stop", "poweroff", "list"}, fake.subcommands())
 	})
 
 	t.Run("stale lock never clears: error names the state", func(t *testing.T) {

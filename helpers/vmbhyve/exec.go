@@ -35,9 +35,11 @@ const defaultWaitDelay = 5 * time.Second
 // terminal's ^C aimed at the runner never reaches vm-bhyve's background
 // `vm _run` (core::__start starts it with `&`, in vm's process group), whose
 // death would leak taps and /dev/vmm entries. On cancellation the program
-// gets SIGTERM, which sudo and doas relay to the command they run (a SIGKILL
-// could not be relayed), then SIGKILL after WaitDelay. The returned error
-// wraps ctx.Err() when the context ended the run.
+// gets SIGTERM, which sudo relays to the command it runs (doas execs the
+// command, which then gets it directly); a SIGKILL could not be relayed, and
+// the runner may lack the right to signal root's processes itself. SIGKILL
+// follows after WaitDelay. The returned error wraps ctx.Err() when the
+// context ended the run.
 func (c ExecCommander) Run(ctx context.Context, argv []string) ([]byte, []byte, error) {
 	if len(argv) == 0 {
 		return nil, nil, errors.New("empty command")
