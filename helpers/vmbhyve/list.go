@@ -3,8 +3,10 @@ package vmbhyve
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // State is the first word of vm list's STATE column. Unknown words from
@@ -77,7 +79,8 @@ type column struct {
 // "No" or "Yes [n]", or the guess is rejected.
 //
 // Anything else that does not fit (a field crossing a column boundary, a
-// missing header, too few fields, a bad PID) is an error quoting the line.
+// missing header, too few fields, a bad PID, a control character) is an
+// error quoting the line.
 // Widths are counted in runes, as column(1) does for single-width text.
 func ParseList(out []byte) ([]VM, error) {
 	lines := strings.Split(string(out), "\n")
@@ -117,6 +120,9 @@ func ParseList(out []byte) ([]VM, error) {
 // runs of two or more spaces, the least padding column(1) ever writes.
 func parseHeader(line string) ([]column, error) {
 	rs := []rune(strings.TrimRight(line, " \r"))
+	if i := slices.IndexFunc(rs, unicode.IsControl); i >= 0 {
+		return nil, fmt.Errorf("control character %q at column %d", rs[i], i+1)
+	}
 	var cols []column
 	for i := 0; i < len(rs); {
 		if rs[i] == ' ' {
@@ -149,6 +155,11 @@ var autoValue = regexp.MustCompile(`^(No|Yes \[[0-9]+\])$`)
 
 func parseRow(cols []column, line string) (VM, error) {
 	rs := []rune(strings.TrimRight(line, "\r"))
+	// Nothing core::list prints holds control characters; one in a field
+	// would reach log lines and comparisons verbatim.
+	if i := slices.IndexFunc(rs, unicode.IsControl); i >= 0 {
+		return VM{}, fmt.Errorf("control character %q at column %d", rs[i], i+1)
+	}
 	fields := make([]string, len(cols))
 	present := 0
 	for j, c := range cols {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,9 +28,11 @@ func FuzzParseList(f *testing.F) {
 			for _, vm := range vms {
 				assert.NotEmpty(t, vm.Name)
 				assert.NotEmpty(t, vm.State)
-				assert.Equal(t, strings.TrimSpace(vm.StateText), vm.StateText)
+				for _, field := range []string{vm.Name, vm.Datastore, vm.Loader, vm.CPU, vm.Memory, vm.VNC, vm.Auto, vm.StateText, vm.Tags} {
+					assert.Equal(t, strings.Trim(field, " "), field)
+					assert.False(t, strings.ContainsFunc(field, unicode.IsControl), "%q", field)
+				}
 				assert.Equal(t, vm.PID > 0, vm.State == StateRunning || vm.State == StateBootloader, vm.StateText)
-				assert.NotContains(t, vm.Name+vm.StateText+vm.Auto, "\n")
 			}
 		}
 

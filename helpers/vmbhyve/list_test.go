@@ -179,6 +179,7 @@ func TestParseListErrors(t *testing.T) {
 		{name: "collapsed row that does not fit", out: bsdColumn([]string{header16, "ci-1^default^bhyveload^2^-^Maybe^Stopped"}), quote: `Maybe`},
 		{name: "running without pid", out: bsdColumn([]string{header16, "ci-1^default^bhyveload^2^4G^-^No^Running (x)"}), quote: `Running (x)`},
 		{name: "locked without owner", out: bsdColumn([]string{header16, "ci-1^default^bhyveload^2^4G^-^No^Locked"}), quote: `Locked"`},
+		{name: "control character in a row", out: bsdColumn([]string{header16, "ci-1^default^bhyveload^2^4G^-^No^Stopped\x1b[2J"}), quote: `\x1b[2J`},
 		{name: "repeated header column", out: "NAME  STATE  STATE\n", quote: `"NAME  STATE  STATE"`},
 	}
 	for _, tt := range tests {
