@@ -1,0 +1,263 @@
+package jobvm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
+)
+
+// fakeHypervisor stands in for vm-bhyve in the lifecycle's unit tests. It
+// records every call so tests can assert order, and fails on request.
+type fakeHypervisor struct {
+	mu    sync.Mutex
+	calls []string
+	vms   map[string]*fakeVM
+
+	// boot is the sequence of states WaitState reports after Start; when it
+	// runs out, WaitState blocks until its context ends.
+	boot []vmbhyve.State
+
+	failClone, failSetConf, failStart, failStop, failDestroy error
+}
+
+type fakeVM struct {
+	conf  map[string]string
+	state vmbhyve.State
+}
+
+func newFakeHypervisor(templates ...string) *fakeHypervisor {
+	h := &fakeHypervisor{vms: map[string]*fakeVM{}, boot: []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateRunning}}
+	for _, t := range templates {
+		h.vms[t] = &fakeVM{conf: map[string]string{"loader": "bhyveload"}, state: vmbhyve.StateStopped}
+	}
+	return h
+}
+
+func (h *fakeHypervisor) record(format string, args ...any) {
+	h.calls = append(h.calls, fmt.Sprintf(format, args...))
+}
+
+func (h *fakeHypervisor) Calls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.calls...)
+}
+
+func (h *fakeHypervisor) Has(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.vms[name]
+	return ok
+}
+
+func (h *fakeHypervisor) List(ctx context.Context) ([]vmbhyve.VM, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("list")
+	var out []vmbhyve.VM
+	for name, v := range h.vms {
+		out = append(out, vmbhyve.VM{Name: name, State: v.state, StateText: string(v.state)})
+	}
+	return out, nil
+}
+
+func (h *fakeHypervisor) Clone(ctx context.Context, template, snapshot, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("clone %s@%s %s", template, snapshot, name)
+	if h.failClone != nil {
+		return h.failClone
+	}
+	t, ok := h.vms[template]
+	if !ok {
+		return fmt.Errorf("template %s: %w", template, vmbhyve.ErrNotFound)
+	}
+	conf := map[string]string{}
+	for k, v := range t.conf {
+		conf[k] = v
+	}
+	h.vms[name] = &fakeVM{conf: conf, state: vmbhyve.StateStopped}
+	return nil
+}
+
+func (h *fakeHypervisor) AllocateMAC(ctx context.Context) (net.HardwareAddr, func(), error) {
+	return net.HardwareAddr{0x58, 0x9c, 0xfc, 0x01, 0x02, 0x03}, func() {}, nil
+}
+
+func (h *fakeHypervisor) SetConf(ctx context.Context, name string, kv ...string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("setconf %s %s", name, strings.Join(kv, " "))
+	if h.failSetConf != nil {
+		return h.failSetConf
+	}
+	v, ok := h.vms[name]
+	if !ok {
+		return vmbhyve.ErrNotFound
+	}
+	for _, pair := range kv {
+		k, val, _ := strings.Cut(pair, "=")
+		v.conf[k] = val
+	}
+	return nil
+}
+
+func (h *fakeHypervisor) ReadConf(name string) (map[string]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.vms[name]
+	if !ok {
+		return nil, fmt.Errorf("read conf of VM %s: %w", name, vmbhyve.ErrNotFound)
+	}
+	out := map[string]string{}
+	for k, val := range v.conf {
+		out[k] = val
+	}
+	return out, nil
+}
+
+func (h *fakeHypervisor) Start(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("start %s", name)
+	if h.failStart != nil {
+		return h.failStart
+	}
+	return nil
+}
+
+func (h *fakeHypervisor) WaitState(ctx context.Context, name string, ok func(vm vmbhyve.VM, exists bool) bool) (vmbhyve.VM, error) {
+	h.mu.Lock()
+	seq := h.boot
+	h.mu.Unlock()
+	for _, st := range seq {
+		h.mu.Lock()
+		v, exists := h.vms[name]
+		if exists {
+			v.state = st
+		}
+		h.mu.Unlock()
+		vm := vmbhyve.VM{Name: name, State: st, StateText: string(st)}
+		if ok(vm, exists) {
+			return vm, nil
+		}
+	}
+	<-ctx.Done()
+	return vmbhyve.VM{}, fmt.Errorf("waiting for %s: %w", name, ctx.Err())
+}
+
+func (h *fakeHypervisor) Stop(ctx context.Context, name string, acpiTimeout time.Duration) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("stop %s", name)
+	if h.failStop != nil {
+		return h.failStop
+	}
+	v, ok := h.vms[name]
+	if !ok {
+		return vmbhyve.ErrNotFound
+	}
+	v.state = vmbhyve.StateStopped
+	return nil
+}
+
+func (h *fakeHypervisor) Destroy(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("destroy %s", name)
+	if h.failDestroy != nil {
+		return h.failDestroy
+	}
+	if _, ok := h.vms[name]; !ok {
+		return vmbhyve.ErrNotFound
+	}
+	delete(h.vms, name)
+	return nil
+}
+
+// fakeLeases hands out an address, or blocks until the context ends.
+type fakeLeases struct {
+	ip    netip.Addr
+	never bool
+	asked []string
+	mu    sync.Mutex
+}
+
+func (l *fakeLeases) WaitAddress(ctx context.Context, mac net.HardwareAddr) (Address, error) {
+	l.mu.Lock()
+	l.asked = append(l.asked, mac.String())
+	l.mu.Unlock()
+	if l.never {
+		<-ctx.Done()
+		return Address{}, fmt.Errorf("no lease for %s: %w", mac, ctx.Err())
+	}
+	return Address{IP: l.ip, Source: "leases.csv line 2"}, nil
+}
+
+// fakeSSH connects, or fails with err.
+type fakeSSH struct {
+	err       error
+	templates []string
+	conn      *fakeConn
+}
+
+func (s *fakeSSH) Connect(ctx context.Context, addr netip.Addr, template string) (Conn, error) {
+	s.templates = append(s.templates, template)
+	if s.err != nil {
+		return nil, s.err
+	}
+	s.conn = &fakeConn{}
+	return s.conn, nil
+}
+
+type fakeConn struct {
+	mu      sync.Mutex
+	scripts []string
+	closed  int
+	exitErr error
+}
+
+func (c *fakeConn) Run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) error {
+	b, _ := io.ReadAll(stdin)
+	c.mu.Lock()
+	c.scripts = append(c.scripts, command+": "+string(b))
+	c.mu.Unlock()
+	fmt.Fprintf(stdout, "ran %d bytes\n", len(b))
+	return c.exitErr
+}
+
+func (c *fakeConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed++
+	return nil
+}
+
+// phases records what the Observer saw.
+type phases struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (p *phases) PhaseStarted(vm string, ph Phase) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seen = append(p.seen, "start "+string(ph))
+}
+
+func (p *phases) PhaseDone(vm string, ph Phase, took time.Duration, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	status := "ok"
+	if err != nil {
+		status = "failed"
+	}
+	p.seen = append(p.seen, "done "+string(ph)+" "+status)
+}

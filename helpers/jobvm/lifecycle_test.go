@@ -1,0 +1,367 @@
+package jobvm
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
+)
+
+const vmName = "ci-runner-one-42-3"
+
+func newManager(hv *fakeHypervisor, leases *fakeLeases, ssh *fakeSSH) *Manager {
+	return &Manager{
+		VMs:    hv,
+		Leases: leases,
+		SSH:    ssh,
+		Owner:  Owner{HostID: "host1", Runner: "Runner One"},
+		Holder: "123@456",
+		Config: Config{
+			Template: "tmpl", Snapshot: "base", NamePrefix: "ci-", Shell: "bash -l",
+			BootTimeout: 300 * time.Millisecond, StopTimeout: time.Second,
+		},
+		Held:     &HeldSet{},
+		Observer: &phases{},
+	}
+}
+
+func goodLeases() *fakeLeases { return &fakeLeases{ip: netip.MustParseAddr("10.77.0.20")} }
+
+func discard(string, ...any) {}
+
+func TestCreateRunCloseInOrder(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	var log []string
+	logf := func(f string, a ...any) { log = append(log, f) }
+
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, logf)
+	require.NoError(t, err)
+
+	assert.Equal(t, vmName, vm.Name)
+	assert.Equal(t, netip.MustParseAddr("10.77.0.20"), vm.Address.IP)
+	assert.Equal(t, "58:9c:fc:01:02:03", vm.MAC.String())
+	assert.True(t, m.Held.Has(vmName), "a running job's VM is held")
+	assert.Equal(t, []string{"tmpl"}, ssh.templates, "SSH verifies the host key of the template the VM was cloned from")
+
+	calls := hv.Calls()
+	require.Len(t, calls, 3)
+	assert.Equal(t, "clone tmpl@base "+vmName, calls[0])
+	assert.Equal(t, "start "+vmName, calls[2])
+	// MAC and marker are written between clone and start, in one sysrc call.
+	for _, kv := range []string{
+		"network0_mac=58:9c:fc:01:02:03", "gitlab_runner_bhyve_owner=" + m.Owner.ID(),
+		"gitlab_runner_bhyve_runner=runner-one", "gitlab_runner_bhyve_job=42", "gitlab_runner_bhyve_holder=123@456",
+	} {
+		assert.Contains(t, calls[1], kv)
+	}
+
+	var phasesSeen []Phase
+	for _, tm := range vm.Timings {
+		phasesSeen = append(phasesSeen, tm.Phase)
+	}
+	assert.Equal(t, []Phase{PhaseClone, PhaseBoot, PhaseAddress, PhaseSSH}, phasesSeen)
+
+	var out strings.Builder
+	require.NoError(t, vm.Run(context.Background(), strings.NewReader("echo hi"), &out, &out))
+	assert.Equal(t, []string{"bash -l: echo hi"}, ssh.conn.scripts)
+	assert.Equal(t, "ran 7 bytes\n", out.String())
+
+	require.NoError(t, vm.Close(context.Background()))
+	require.NoError(t, vm.Close(context.Background()), "Close is idempotent")
+	assert.Equal(t, []string{"stop " + vmName, "destroy " + vmName}, hv.Calls()[3:])
+	assert.Equal(t, 1, ssh.conn.closed)
+	assert.False(t, hv.Has(vmName))
+	assert.False(t, m.Held.Has(vmName))
+	assert.Error(t, vm.Run(context.Background(), strings.NewReader("x"), &out, &out), "no stages after Close")
+
+	assert.Equal(t, []string{
+		"start clone", "done clone ok", "start boot", "done boot ok", "start address", "done address ok",
+		"start ssh", "done ssh ok", "start destroy", "done destroy ok",
+	}, m.Observer.(*phases).seen)
+}
+
+func TestCreateFailuresNeverLeaveAVM(t *testing.T) {
+	boom := errors.New("boom")
+	tests := map[string]struct {
+		setup     func(*fakeHypervisor, *fakeLeases, *fakeSSH)
+		kind      failure.Kind
+		message   string
+		destroyed bool // a clone existed and must have been destroyed
+	}{
+		"clone fails": {
+			setup:   func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) { h.failClone = boom },
+			kind:    failure.System,
+			message: "clone: boom",
+		},
+		"template snapshot missing is a configuration error": {
+			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
+				h.failClone = failure.Configf("snapshot zroot/vm/tmpl@base doesn't seem to exist")
+			},
+			kind:    failure.Config,
+			message: "doesn't seem to exist",
+		},
+		"writing MAC and marker fails": {
+			setup:     func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) { h.failSetConf = boom },
+			kind:      failure.System,
+			message:   "write MAC and ownership marker",
+			destroyed: true,
+		},
+		"vm start reports a failure": {
+			setup:     func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) { h.failStart = boom },
+			kind:      failure.System,
+			message:   "VM did not start: boot: boom",
+			destroyed: true,
+		},
+		"guest dies while booting": {
+			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
+				h.boot = []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateBootloader, vmbhyve.StateStopped}
+			},
+			kind:      failure.System,
+			message:   "stopped while booting",
+			destroyed: true,
+		},
+		"never reaches Running": {
+			setup:     func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) { h.boot = []vmbhyve.State{vmbhyve.StateLocked} },
+			kind:      failure.System,
+			message:   "VM did not start within boot_timeout 300ms",
+			destroyed: true,
+		},
+		"no DHCP answer": {
+			setup:     func(_ *fakeHypervisor, l *fakeLeases, _ *fakeSSH) { l.never = true },
+			kind:      failure.System,
+			message:   "VM did not get a DHCP lease within boot_timeout 300ms",
+			destroyed: true,
+		},
+		"SSH never accepts": {
+			setup:     func(_ *fakeHypervisor, _ *fakeLeases, s *fakeSSH) { s.err = boom },
+			kind:      failure.System,
+			message:   "VM did not accept SSH: ssh: boom",
+			destroyed: true,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			hv, leases, ssh := newFakeHypervisor("tmpl"), goodLeases(), &fakeSSH{}
+			tt.setup(hv, leases, ssh)
+			m := newManager(hv, leases, ssh)
+
+			vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+			require.Error(t, err)
+			assert.Nil(t, vm)
+			assert.Contains(t, err.Error(), tt.message)
+			assert.Equal(t, tt.kind, failure.KindOf(err), err.Error())
+			assert.False(t, hv.Has(vmName), "no VM may be left behind")
+			assert.False(t, m.Held.Has(vmName))
+			calls := hv.Calls()
+			if tt.destroyed {
+				assert.Equal(t, "destroy "+vmName, calls[len(calls)-1])
+			} else {
+				assert.NotContains(t, strings.Join(calls, "\n"), "destroy")
+			}
+		})
+	}
+}
+
+func TestCreateCancelledMidBootStillDestroys(t *testing.T) {
+	hv, leases := newFakeHypervisor("tmpl"), &fakeLeases{never: true}
+	m := newManager(hv, leases, &fakeSSH{})
+	m.Config.BootTimeout = time.Minute
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			leases.mu.Lock()
+			asked := len(leases.asked)
+			leases.mu.Unlock()
+			if asked > 0 {
+				cancel()
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	_, err := m.Create(ctx, Job{ID: 42, Slot: 3}, discard)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotContains(t, err.Error(), "boot_timeout", "a cancelled job is not a boot timeout")
+	assert.False(t, hv.Has(vmName), "destroying does not depend on the cancelled context")
+}
+
+func TestCreateReportsAFailedDestroyToo(t *testing.T) {
+	hv := newFakeHypervisor("tmpl")
+	hv.failStart, hv.failDestroy = errors.New("start failed"), errors.New("dataset busy")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+
+	_, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "start failed")
+	assert.Contains(t, err.Error(), "destroying "+vmName+" failed too")
+	assert.Contains(t, err.Error(), "dataset busy")
+}
+
+func TestLeftoverVMs(t *testing.T) {
+	t.Run("left by an earlier attempt at the same job: replaced", func(t *testing.T) {
+		hv := newFakeHypervisor("tmpl")
+		m := newManager(hv, goodLeases(), &fakeSSH{})
+		hv.vms[vmName] = &fakeVM{conf: map[string]string{keyOwner: m.Owner.ID(), keyJob: "42"}, state: vmbhyve.StateRunning}
+
+		_, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"stop " + vmName, "destroy " + vmName, "clone tmpl@base " + vmName}, hv.Calls()[:3])
+	})
+	for name, conf := range map[string]map[string]string{
+		"no marker":                    {"loader": "bhyveload"},
+		"another runner's marker":      {keyOwner: "0123456789abcdef", keyJob: "42"},
+		"our marker for a another job": {keyOwner: Owner{HostID: "host1", Runner: "Runner One"}.ID(), keyJob: "41"},
+	} {
+		t.Run(name+": untouched", func(t *testing.T) {
+			hv := newFakeHypervisor("tmpl")
+			m := newManager(hv, goodLeases(), &fakeSSH{})
+			hv.vms[vmName] = &fakeVM{conf: conf, state: vmbhyve.StateRunning}
+
+			_, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "was not created by this runner for job 42")
+			assert.Empty(t, hv.Calls(), "nothing is run against a VM that is not ours")
+			assert.True(t, hv.Has(vmName))
+		})
+	}
+}
+
+func TestDestroyByNameOnlyTouchesOurVMs(t *testing.T) {
+	hv := newFakeHypervisor("tmpl")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+	hv.vms["ci-mine"] = &fakeVM{conf: map[string]string{keyOwner: m.Owner.ID()}, state: vmbhyve.StateRunning}
+	hv.vms["ci-theirs"] = &fakeVM{conf: map[string]string{}, state: vmbhyve.StateRunning}
+
+	require.NoError(t, m.Destroy(context.Background(), "ci-mine"))
+	assert.False(t, hv.Has("ci-mine"))
+
+	err := m.Destroy(context.Background(), "ci-theirs")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no ownership marker of this runner")
+	assert.True(t, hv.Has("ci-theirs"))
+
+	require.NoError(t, m.Destroy(context.Background(), "ci-gone"), "an absent VM is already destroyed")
+}
+
+func TestSweep(t *testing.T) {
+	self, err := CurrentHolder(os.Getpid())
+	require.NoError(t, err)
+	dead := Holder("999999999@1")
+
+	hv := newFakeHypervisor("ci-template-lookalike", "tmpl")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+	m.Config.Template = "ci-template-lookalike"
+	ours := m.Owner.ID()
+	add := func(name string, conf map[string]string) {
+		hv.vms[name] = &fakeVM{conf: conf, state: vmbhyve.StateRunning}
+	}
+	add("ci-orphan-1-0", map[string]string{keyOwner: ours, keyJob: "1", keyHolder: string(dead)})
+	add("ci-alive-2-0", map[string]string{keyOwner: ours, keyJob: "2", keyHolder: string(self)})
+	add("ci-held-3-0", map[string]string{keyOwner: ours, keyJob: "3", keyHolder: string(dead)})
+	add("ci-other-runner-4-0", map[string]string{keyOwner: "ffffffffffffffff", keyHolder: string(dead)})
+	add("ci-unmarked", map[string]string{"loader": "uefi"})
+	add("web-server", map[string]string{keyOwner: ours, keyHolder: string(dead)})
+	m.Held.Add("ci-held-3-0")
+
+	verdicts := func(found []Found) map[string]Verdict {
+		out := map[string]Verdict{}
+		for _, f := range found {
+			out[f.Name] = f.Verdict
+			assert.NoError(t, f.Err)
+		}
+		return out
+	}
+	want := map[string]Verdict{
+		"ci-orphan-1-0":       Orphan,
+		"ci-alive-2-0":        InUse,
+		"ci-held-3-0":         InUse,
+		"ci-other-runner-4-0": Foreign,
+		"ci-unmarked":         Foreign,
+	}
+
+	found, err := m.Sweep(context.Background(), true)
+	require.NoError(t, err)
+	assert.Equal(t, want, verdicts(found), "the template and VMs without our prefix are not even considered")
+	assert.True(t, hv.Has("ci-orphan-1-0"), "a dry run destroys nothing")
+
+	found, err = m.Sweep(context.Background(), false)
+	require.NoError(t, err)
+	assert.Equal(t, want, verdicts(found))
+	for name := range want {
+		assert.Equal(t, name != "ci-orphan-1-0", hv.Has(name), name)
+	}
+	assert.True(t, hv.Has("web-server"))
+	assert.True(t, hv.Has("ci-template-lookalike"))
+}
+
+func TestSweepInProcessHolder(t *testing.T) {
+	// The native executor is its own holder: a VM it recorded but no longer
+	// holds (a job that let go without destroying) is an orphan even though
+	// the holder process is alive.
+	self, err := CurrentHolder(os.Getpid())
+	require.NoError(t, err)
+	hv := newFakeHypervisor("tmpl")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+	m.Holder, m.HolderIsSelf = self, true
+	hv.vms["ci-dropped-1-0"] = &fakeVM{conf: map[string]string{keyOwner: m.Owner.ID(), keyHolder: string(self)}}
+	hv.vms["ci-running-2-0"] = &fakeVM{conf: map[string]string{keyOwner: m.Owner.ID(), keyHolder: string(self)}}
+	m.Held.Add("ci-running-2-0")
+
+	_, err = m.Sweep(context.Background(), false)
+	require.NoError(t, err)
+	assert.False(t, hv.Has("ci-dropped-1-0"))
+	assert.True(t, hv.Has("ci-running-2-0"))
+}
+
+func TestJobVMName(t *testing.T) {
+	tests := map[string]struct {
+		runner string
+		want   string
+	}{
+		"plain":                {"bhyve", "ci-bhyve-7-0"},
+		"spaces and case":      {"My Runner #2", "ci-my-runner-2-7-0"},
+		"dots are not allowed": {"host.example.org", "ci-host-example-org-7-0"},
+		"nothing usable":       {"***", "ci-runner-7-0"},
+		"long names truncated": {strings.Repeat("a", 60), "ci-" + strings.Repeat("a", 24) + "-7-0"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := JobVMName("ci-", tt.runner, 7, 0)
+			assert.Equal(t, tt.want, got)
+			assert.NoError(t, vmbhyve.ValidName(got))
+		})
+	}
+}
+
+func TestHolder(t *testing.T) {
+	self, err := CurrentHolder(os.Getpid())
+	require.NoError(t, err)
+	assert.True(t, self.Alive())
+
+	pid, _, _ := strings.Cut(string(self), "@")
+	for name, h := range map[string]Holder{
+		"reused PID (other start time)": Holder(pid + "@1"),
+		"no such process":               "999999999@1",
+		"garbage":                       "nonsense",
+		"empty":                         "",
+	} {
+		t.Run(name, func(t *testing.T) { assert.False(t, h.Alive()) })
+	}
+
+	start, err := processStartFromStat("4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 98 0 0 0 0 0 0 0 20 0 1 0 777123 1000 10")
+	require.NoError(t, err)
+	assert.Equal(t, "777123", start)
+	_, err = processStartFromStat("garbage")
+	assert.Error(t, err)
+}

@@ -1,0 +1,88 @@
+package jobvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
+)
+
+// Found is one VM a sweep looked at closely: one with our name prefix.
+type Found struct {
+	Name   string
+	State  string
+	Job    int64
+	Holder Holder
+	// Verdict is what the sweep decided, in words an operator can act on.
+	Verdict Verdict
+	// Err is set when destroying an orphan failed.
+	Err error
+}
+
+// Verdict classifies a VM found by a sweep.
+type Verdict string
+
+const (
+	// Orphan: ours, and no live process holds it. A forced sweep destroys it.
+	Orphan Verdict = "orphan"
+	// InUse: ours, held by a live job or by this process.
+	InUse Verdict = "in use"
+	// Foreign: our name prefix, but no marker of this runner. Never touched.
+	Foreign Verdict = "not ours"
+)
+
+// Sweep finds VMs this runner created that no job holds any more — left by a
+// runner that was killed, a host that rebooted mid-job, a cleanup that could
+// not finish — and, unless dryRun, destroys them. VMs without this runner's
+// marker are reported and never touched, even when their names look like ours.
+func (m *Manager) Sweep(ctx context.Context, dryRun bool) ([]Found, error) {
+	vms, err := m.VMs.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: list VMs: %w", err)
+	}
+	var found []Found
+	for _, v := range vms {
+		if !strings.HasPrefix(v.Name, m.Config.NamePrefix) || v.Name == m.Config.Template {
+			continue
+		}
+		f := m.judge(v)
+		if f.Verdict == Orphan && !dryRun {
+			dctx, cancel := context.WithTimeout(ctx, m.destroyBudget())
+			f.Err = m.Destroy(dctx, v.Name)
+			cancel()
+		}
+		found = append(found, f)
+	}
+	return found, ctx.Err()
+}
+
+func (m *Manager) judge(v vmbhyve.VM) Found {
+	f := Found{Name: v.Name, State: v.StateText, Verdict: Foreign}
+	conf, err := m.VMs.ReadConf(v.Name)
+	if err != nil {
+		if !errors.Is(err, vmbhyve.ErrNotFound) {
+			f.Err = err
+		}
+		return f
+	}
+	mk, ok := readMarker(conf)
+	if !ok || mk.owner != m.Owner.ID() {
+		return f
+	}
+	f.Job, f.Holder = mk.job, Holder(mk.holder)
+	switch {
+	case m.Held.Has(v.Name):
+		f.Verdict = InUse
+	case m.HolderIsSelf && f.Holder == m.Holder:
+		// Recorded by this very process but no longer in its held set: the
+		// job let go of it without destroying it.
+		f.Verdict = Orphan
+	case f.Holder.Alive():
+		f.Verdict = InUse
+	default:
+		f.Verdict = Orphan
+	}
+	return f
+}
