@@ -139,22 +139,31 @@ func indexFrom(s []byte, pos int, c byte) int {
 }
 
 func (f *finder) indexPair(s []byte) int {
-	n, p1, p2 := len(f.needle), f.p1, f.p2
+	n := len(f.needle)
 	last := len(s) - n // last possible match start
+	// a[i] and b[i] are the bytes at the two checked needle positions for a
+	// match starting at i. Sixteen starts per round, as two independent
+	// words, keeps the CPU busy between the loads.
+	a, b := s[f.p1:f.p1+last+1], s[f.p2:f.p2+last+1]
 	i := 0
-	for ; i+7 <= last; i += 8 {
-		w1 := binary.LittleEndian.Uint64(s[i+p1:]) | fold
-		w2 := binary.LittleEndian.Uint64(s[i+p2:]) | fold
-		v := (w1 ^ f.m1) | (w2 ^ f.m2)
+	for ; i+15 <= last; i += 16 {
+		aa, bb := a[i:i+16:i+16], b[i:i+16:i+16]
+		v1 := (binary.LittleEndian.Uint64(aa[:8])|fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[:8])|fold ^ f.m2)
+		v2 := (binary.LittleEndian.Uint64(aa[8:])|fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[8:])|fold ^ f.m2)
 		// Flags every zero byte of v (and sometimes a byte above one, which
 		// equalFold then rejects); never misses one.
-		z := (v - ones) &^ v & highs
-		for z != 0 {
-			j := i + bits.TrailingZeros64(z)>>3
-			if equalFold(s[j:j+n], f.needle) {
-				return j
+		z1 := (v1 - ones) &^ v1 & highs
+		z2 := (v2 - ones) &^ v2 & highs
+		if z1|z2 == 0 {
+			continue
+		}
+		for k, z := range [2]uint64{z1, z2} {
+			for ; z != 0; z &= z - 1 {
+				j := i + 8*k + bits.TrailingZeros64(z)>>3
+				if equalFold(s[j:j+n], f.needle) {
+					return j
+				}
 			}
-			z &= z - 1
 		}
 	}
 	for ; i <= last; i++ {

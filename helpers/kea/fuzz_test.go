@@ -148,6 +148,7 @@ func FuzzParseRow(f *testing.F) {
 func FuzzFinder(f *testing.F) {
 	f.Add([]byte("58:9c:fc:0a:0b:0c"), []byte("xx58:9C:fc:0a:0b:0cyy"), []byte("5555::::"))
 	f.Add([]byte("ab"), []byte("aAbBaB"), []byte("aaaaaaaabbbbb"))
+	f.Add([]byte("58:9c:fc:01:02:03"), []byte(strings.Repeat("10.0.0.5,58:9c:fc:01:02:04,", 5)+"58:9C:fc:01:02:03"), []byte("58:9c:fc:01:02:0358:9c:fc:01:02:03"))
 	f.Fuzz(func(t *testing.T, needle, hay, sample []byte) {
 		needle = bytes.ToLower(needle)
 		if len(needle) == 0 {
