@@ -148,8 +148,8 @@ func (f *finder) indexPair(s []byte) int {
 	i := 0
 	for ; i+15 <= last; i += 16 {
 		aa, bb := a[i:i+16:i+16], b[i:i+16:i+16]
-		v1 := (binary.LittleEndian.Uint64(aa[:8])|fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[:8])|fold ^ f.m2)
-		v2 := (binary.LittleEndian.Uint64(aa[8:])|fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[8:])|fold ^ f.m2)
+		v1 := (binary.LittleEndian.Uint64(aa[:8]) | fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[:8]) | fold ^ f.m2)
+		v2 := (binary.LittleEndian.Uint64(aa[8:]) | fold ^ f.m1) | (binary.LittleEndian.Uint64(bb[8:]) | fold ^ f.m2)
 		// Flags every zero byte of v (and sometimes a byte above one, which
 		// equalFold then rejects); never misses one.
 		z1 := (v1 - ones) &^ v1 & highs
