@@ -193,8 +193,12 @@ func Connect(ctx context.Context, addr string, cfg Config) (*Client, error) {
 			}
 			return newClient(addr, cfg, sc), nil
 		}
-		if ctx.Err() != nil {
-			// The attempt was cut short by ctx; its error only says so.
+		if ctxEnded(ctx) {
+			// The attempt was cut short by ctx, and its error mostly says
+			// only that; an earlier attempt's error says more, if any.
+			if lastErr == nil {
+				lastErr = err
+			}
 			return nil, gaveUp(ctx, addr, attempts, start, lastErr)
 		}
 		lastErr = err
@@ -244,6 +248,20 @@ func gaveUp(ctx context.Context, addr string, attempts int, start time.Time, las
 		return fmt.Errorf("ssh %s: gave up after %d attempt(s) in %s: %w", addr, attempts, elapsed, cause)
 	}
 	return fmt.Errorf("ssh %s: gave up after %d attempt(s) in %s: %w; last error: %w", addr, attempts, elapsed, cause, lastErr)
+}
+
+// ctxEnded reports whether ctx is done or its deadline has passed. The
+// dial's own deadline can expire a moment before ctx's timer marks ctx done,
+// and that attempt's "i/o timeout" is the deadline, not the guest.
+func ctxEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		<-ctx.Done() // imminent; makes ctx.Err() and the cause available
+		return true
+	}
+	return false
 }
 
 // ctxError is ctx's cause, still matching ctx.Err() with errors.Is when a

@@ -26,7 +26,7 @@ func TestConnectRetriesWhileGuestBoots(t *testing.T) {
 	var dials atomic.Int32
 	var d net.Dialer
 	cfg := srv.clientConfig()
-	cfg.HandshakeTimeout = 300 * time.Millisecond
+	cfg.HandshakeTimeout = 500 * time.Millisecond
 	logs := &logRecorder{t: t}
 	cfg.Logf = logs.Logf
 	cfg.Dialer = dialFunc(func(ctx context.Context, network, _ string) (net.Conn, error) {

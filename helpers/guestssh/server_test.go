@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,7 @@ type testServer struct {
 	client   ssh.Signer // the key the server authorizes by default
 
 	ignoreKeepAlives bool
+	execGate         <-chan struct{} // when set, exec is answered only once it is closed
 
 	accepts    atomic.Int32
 	sessions   atomic.Int32
@@ -117,6 +119,12 @@ func withPassword(pw string) serverOption {
 			return nil, errors.New("wrong password")
 		}
 	}
+}
+
+// withExecGate holds every exec request until gate is closed: an sshd that
+// is slow to start the command.
+func withExecGate(gate <-chan struct{}) serverOption {
+	return func(s *testServer) { s.execGate = gate }
 }
 
 // withoutKeepAliveReplies makes the server read global requests but never
@@ -258,6 +266,13 @@ func (s *testServer) serveSession(conn net.Conn, ch ssh.Channel, reqs <-chan *ss
 			return
 		}
 		command = msg.Command
+		if s.execGate != nil {
+			select {
+			case <-s.execGate:
+			case <-s.quit:
+				return
+			}
+		}
 		r.Reply(true, nil)
 		break
 	}
@@ -336,15 +351,19 @@ func (c *countingDialer) DialContext(ctx context.Context, network, addr string) 
 	return c.d.DialContext(ctx, network, addr)
 }
 
-// closedPort returns an address nothing listens on, so dialing it is
-// refused by the kernel.
+// closedPort returns an address whose port is bound but not listening, so
+// the kernel refuses connections to it. Binding keeps the port reserved:
+// a port merely closed again can be handed to the next listener (another
+// test's, or another process's) and stop refusing.
 func closedPort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	t.Cleanup(func() { syscall.Close(fd) })
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // silentListener accepts connections and never says a word: sshd's port is
