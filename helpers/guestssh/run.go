@@ -41,36 +41,26 @@ func (c *Client) Run(ctx context.Context, command string, stdin io.Reader, stdou
 		return fmt.Errorf("stage on %s not started: %w", c.addr, ctxError(ctx))
 	}
 
-	out, errOut := newGate(stdout), newGate(stderr)
-	defer out.shut()
-	defer errOut.shut()
-
-	st := &stageRun{started: make(chan *ssh.Session, 1), done: make(chan error, 1)}
+	st := newStageRun(stdin, stdout, stderr)
+	defer st.stdout.shut()
+	defer st.stderr.shut()
 	c.wg.Add(1)
-	go c.runStage(st, command, stdin, out, errOut)
+	go c.runStage(st, command)
 
 	var sess *ssh.Session
 	for {
 		select {
 		case sess = <-st.started:
-		case err := <-st.done:
-			return c.classify(err)
+		case res := <-st.done:
+			return c.classify(st, res)
 		case <-ctx.Done():
 			select {
-			case err := <-st.done:
+			case res := <-st.done:
 				// Finished in the same instant; the real result wins.
-				return c.classify(err)
+				return c.classify(st, res)
 			default:
 			}
-			if sess == nil {
-				sess = st.abandon()
-			}
-			if sess == nil {
-				// Opening or starting the session was still in flight: the
-				// stage goroutine kills it if it ever starts.
-				return fmt.Errorf("stage on %s cancelled before it started: %w", c.addr, ctxError(ctx))
-			}
-			return c.cancel(ctx, sess, st.done)
+			return c.cancel(ctx, st, sess)
 		}
 	}
 }
@@ -93,18 +83,38 @@ func (c *Client) usable() error {
 	return nil
 }
 
-// stageRun hands the session from the goroutine that opens it to Run, and
-// settles who kills it when ctx ends before it was handed over.
+// stageRun is one stage between Run and the goroutine that drives its
+// session.
 type stageRun struct {
-	started chan *ssh.Session
-	done    chan error
+	stdin          *trackedReader // nil when there is no stdin
+	stdout, stderr *gate
+	started        chan *ssh.Session // the session, once its command started
+	done           chan stageResult
 
 	mu        sync.Mutex
 	abandoned bool
 }
 
-// abandon marks the stage as cancelled; it returns the session if the stage
-// goroutine had already published it.
+type stageResult struct {
+	err     error
+	started bool // the command ran; err came from Session.Wait
+}
+
+func newStageRun(stdin io.Reader, stdout, stderr io.Writer) *stageRun {
+	st := &stageRun{
+		stdout:  newGate(stdout),
+		stderr:  newGate(stderr),
+		started: make(chan *ssh.Session, 1),
+		done:    make(chan stageResult, 1),
+	}
+	if stdin != nil {
+		st.stdin = &trackedReader{r: stdin}
+	}
+	return st
+}
+
+// abandon marks the stage as given up by Run; it returns the session if the
+// stage goroutine had already published it.
 func (st *stageRun) abandon() *ssh.Session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -131,35 +141,57 @@ func (st *stageRun) publish(sess *ssh.Session) bool {
 // runStage opens and starts the session off Run's goroutine because opening
 // a channel waits on the guest, and only ctx should decide how long Run
 // waits.
-func (c *Client) runStage(st *stageRun, command string, stdin io.Reader, stdout, stderr io.Writer) {
+func (c *Client) runStage(st *stageRun, command string) {
 	defer c.wg.Done()
 	sess, err := c.ssh.NewSession()
 	if err != nil {
-		st.done <- fmt.Errorf("open session: %w", err)
+		st.done <- stageResult{err: fmt.Errorf("open session: %w", err)}
 		return
 	}
-	sess.Stdin = stdin
-	sess.Stdout = stdout
-	sess.Stderr = stderr
+	if st.stdin != nil {
+		sess.Stdin = st.stdin
+	}
+	sess.Stdout = st.stdout
+	sess.Stderr = st.stderr
 	if err := sess.Start(command); err != nil {
 		sess.Close()
-		st.done <- fmt.Errorf("start %q: %w", command, err)
+		st.done <- stageResult{err: fmt.Errorf("start %q: %w", command, err)}
 		return
 	}
 	if !st.publish(sess) {
 		sess.Signal(ssh.SIGKILL)
 		sess.Close()
 	}
-	st.done <- sess.Wait()
+	st.done <- stageResult{err: sess.Wait(), started: true}
 }
 
 // cancel stops a running stage the way a terminal user would: TERM so the
 // script can clean up, then KILL. OpenSSH (7.9+) delivers both to the whole
 // process group of the session. Older servers ignore signals; closing the
 // session and, in the end, destroying the VM are the backstops.
-func (c *Client) cancel(ctx context.Context, sess *ssh.Session, done <-chan error) error {
+func (c *Client) cancel(ctx context.Context, st *stageRun, sess *ssh.Session) error {
 	cause := ctxError(ctx)
 	grace := c.cfg.KillGrace
+	if sess == nil {
+		// The exec request is still in flight. A healthy sshd answers within
+		// milliseconds, so wait (at most a grace period) rather than KILL a
+		// script that never got its TERM.
+		timer := time.NewTimer(grace)
+		select {
+		case sess = <-st.started:
+		case <-st.done:
+			timer.Stop()
+			return fmt.Errorf("stage on %s cancelled: %w", c.addr, cause)
+		case <-timer.C:
+			// The stage goroutine kills the session if it ever starts.
+			sess = st.abandon()
+		}
+		timer.Stop()
+		if sess == nil {
+			return fmt.Errorf("stage on %s cancelled before it started: %w", c.addr, cause)
+		}
+	}
+
 	c.cfg.Logf("ssh %s: stage cancelled (%v): sending TERM, KILL in %s", c.addr, context.Cause(ctx), grace)
 	if err := sess.Signal(ssh.SIGTERM); err != nil {
 		// The channel is already gone; nothing left to stop.
@@ -169,7 +201,7 @@ func (c *Client) cancel(ctx context.Context, sess *ssh.Session, done <-chan erro
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
-	case <-done:
+	case <-st.done:
 		return fmt.Errorf("stage on %s cancelled: the script ended after TERM: %w", c.addr, cause)
 	case <-timer.C:
 	}
@@ -180,8 +212,27 @@ func (c *Client) cancel(ctx context.Context, sess *ssh.Session, done <-chan erro
 	return fmt.Errorf("stage on %s cancelled: still running %s after TERM, sent KILL: %w", c.addr, grace, cause)
 }
 
-// classify maps the end of a session onto the failure vocabulary.
-func (c *Client) classify(err error) error {
+// classify maps the end of a stage onto the failure vocabulary.
+func (c *Client) classify(st *stageRun, res stageResult) error {
+	if !res.started {
+		// Opening or starting the session failed. If the connection is
+		// gone, that is the real story.
+		select {
+		case <-c.connDone:
+			return c.lost(res.err)
+		default:
+		}
+		return fmt.Errorf("stage on %s: %w", c.addr, res.err)
+	}
+	// A script cut short is not the script's verdict, whatever it exited with.
+	if err := st.stdin.failure(); err != nil {
+		return fmt.Errorf("stage on %s: reading the stage script failed, the guest ran at most part of it: %w", c.addr, err)
+	}
+	if err := errors.Join(st.stdout.failure(), st.stderr.failure()); err != nil {
+		return fmt.Errorf("stage on %s: writing the job output failed: %w", c.addr, err)
+	}
+
+	err := res.err
 	if err == nil {
 		return nil
 	}
@@ -197,14 +248,11 @@ func (c *Client) classify(err error) error {
 	if errors.As(err, &missing) {
 		return c.lostAfter(err)
 	}
-	// Opening or starting the session failed, or copying output failed.
-	// If the connection is gone that is the real story.
-	select {
-	case <-c.connDone:
-		return c.lost(err)
-	default:
-	}
-	return fmt.Errorf("stage on %s: %w", c.addr, err)
+	// Session.Wait reports copy errors only after an exit status of 0, and
+	// ours were ruled out above, so this is the guest closing stdin early: a
+	// script that exited before its end. Its status stands.
+	c.cfg.Logf("ssh %s: stage exited 0 before reading all of its stdin (%v)", c.addr, err)
+	return nil
 }
 
 // lostAfter waits briefly for the transport to tell whether the connection
@@ -252,13 +300,14 @@ func (c *Client) lost(cause error) error {
 
 // gate forwards writes until shut, then drops them. x/crypto's copy
 // goroutines can outlive Run (a cancelled stage on an unresponsive guest),
-// and the caller may close its job log as soon as Run returns. Dropping
-// rather than failing keeps the channel drained, so the guest never blocks
-// on a full window.
+// and the caller may close its job log as soon as Run returns. A failing
+// writer is recorded and then bypassed the same way: if the copy stopped,
+// the guest would block on a full window instead of finishing the stage.
 type gate struct {
 	mu     sync.Mutex
 	w      io.Writer
 	closed bool
+	err    error
 }
 
 func newGate(w io.Writer) *gate {
@@ -271,14 +320,53 @@ func newGate(w io.Writer) *gate {
 func (g *gate) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.closed {
+	if g.closed || g.err != nil {
 		return len(p), nil
 	}
-	return g.w.Write(p)
+	if _, err := g.w.Write(p); err != nil {
+		g.err = err
+	}
+	return len(p), nil
 }
 
 func (g *gate) shut() {
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
+}
+
+func (g *gate) failure() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// trackedReader remembers a read error on the stage script, which x/crypto
+// would otherwise only pass on as a closed stdin: the shell would run the
+// part it got.
+type trackedReader struct {
+	r   io.Reader
+	mu  sync.Mutex
+	err error
+}
+
+func (t *trackedReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
+	}
+	return n, err
+}
+
+func (t *trackedReader) failure() error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
