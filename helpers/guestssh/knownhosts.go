@@ -215,9 +215,16 @@ func wildcardMatch(pattern, s string) bool {
 // "ssh-ed25519 AAAA... [comment]", as an operator would paste it from the
 // template's /etc/ssh/ssh_host_ed25519_key.pub.
 func ParsePinnedKey(line string) (ssh.PublicKey, error) {
-	key, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	key, _, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
 	if err != nil {
 		return nil, failure.Configf("pinned host key %q is not in \"ssh-ed25519 AAAA...\" form: %w", abbreviate(line), err)
+	}
+	if len(options) > 0 {
+		// ParseAuthorizedKey reads a leading known_hosts host list as
+		// authorized_keys options; the key would parse, but the line is not
+		// what the operator thinks it is.
+		return nil, failure.Configf("pinned host key %q has something before the key type; give just \"ssh-ed25519 AAAA...\" "+
+			"(known_hosts lines belong in known_hosts_file)", abbreviate(line))
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, failure.Configf("pinned host key: expected one key, found more after %s", describeKey(key))

@@ -154,7 +154,7 @@ func TestParsePinnedKey(t *testing.T) {
 		"garbage":      "not a key",
 		"two keys":     authorizedLine(k) + "\n" + authorizedLine(k),
 		"empty":        "",
-		"host prefix":  "tmpl " + authorizedLine(k) + "x",
+		"host prefix":  "tmpl " + authorizedLine(k),
 		"bad base64":   "ssh-ed25519 %%%",
 		"missing blob": "ssh-ed25519",
 	} {
