@@ -61,8 +61,6 @@ func TestLoadSigner(t *testing.T) {
 
 	plain, err := ssh.MarshalPrivateKey(priv, "ci@host")
 	require.NoError(t, err)
-	protected, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "ci@host", []byte("hunter2"))
-	require.NoError(t, err)
 	pub, err := ssh.NewPublicKey(priv.Public())
 	require.NoError(t, err)
 
@@ -85,7 +83,8 @@ func TestLoadSigner(t *testing.T) {
 		wantErr []string
 	}{
 		{"missing file", filepath.Join(dir, "absent"), []string{"identity_file", "cannot read"}},
-		{"passphrase-protected", write("id_protected", pem.EncodeToMemory(protected)), []string{"passphrase-protected", "ssh-keygen -p"}},
+		{"passphrase-protected OpenSSH key", filepath.Join("testdata", "id_ed25519_passphrase"), []string{"passphrase-protected", "ssh-keygen -p"}},
+		{"passphrase-protected PEM key", filepath.Join("testdata", "id_rsa_pem_passphrase"), []string{"passphrase-protected", "ssh-keygen -p"}},
 		{"public key instead of private", write("id_ed25519.pub", ssh.MarshalAuthorizedKey(pub)), []string{"public key", "without .pub"}},
 		{"garbage", write("garbage", []byte("hello\n")), []string{"not a private key in a supported format"}},
 	}
