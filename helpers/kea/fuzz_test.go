@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,60 +48,135 @@ func FuzzLookup(f *testing.F) {
 			parts[3] = strings.Join(parts[3:], "\x00") // NULs stay in the current file
 			parts = parts[:4]
 		}
-		mac, err := net.ParseMAC(fuzzMACs[int(macIdx)%len(fuzzMACs)])
-		require.NoError(t, err)
-		now := time.Unix(1700000000, 0)
-		dir := t.TempDir()
-		path := filepath.Join(dir, "kea-leases4.csv")
-
-		// Which siblings exist, filled from parts in Kea's load order.
-		var names []string
-		for i, suffix := range []string{".completed", ".2", ".1"} {
-			if siblings&(1<<i) != 0 && len(names) < len(parts)-1 {
-				names = append(names, path+suffix)
-			}
-		}
-		content := map[string]string{}
-		for i, name := range names {
-			content[name] = parts[i]
-			require.NoError(t, os.WriteFile(name, []byte(parts[i]), 0o644))
-		}
-		cur := parts[len(parts)-1]
-		content[path] = cur
-
-		var ref []refFile
-		if c, ok := content[path+".completed"]; ok {
-			ref = append(ref, refFile{path + ".completed", []byte(c)})
-		} else {
-			for _, suffix := range []string{".2", ".1"} {
-				if c, ok := content[path+suffix]; ok {
-					ref = append(ref, refFile{path + suffix, []byte(c)})
-				}
-			}
-		}
-		ref = append(ref, refFile{path, []byte(cur)})
-		wantL, wantErr := referenceLookup(ref, mac, now)
-
-		r := NewReader(path)
-		if chunk != 0 {
-			r.chunk = 1 + int(chunk)%300
-		}
-		cut := int(split) % (len(cur) + 1)
-		require.NoError(t, os.WriteFile(path, []byte(cur[:cut]), 0o644))
-		w := r.Watch(mac)
-		defer w.Close()
-		_, _ = w.Poll(context.Background(), now)
-		fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		require.NoError(t, err)
-		_, err = fh.WriteString(cur[cut:])
-		require.NoError(t, err)
-		require.NoError(t, fh.Close())
-
-		gotL, gotErr := w.Poll(context.Background(), now)
-		sameResult(t, "watch", wantL, wantErr, gotL, gotErr)
-		gotL, gotErr = r.Lookup(context.Background(), mac, now)
-		sameResult(t, "lookup", wantL, wantErr, gotL, gotErr)
+		checkAgainstReference(t, parts, siblings, chunk, split, fuzzMACs[int(macIdx)%len(fuzzMACs)])
 	})
+}
+
+// FuzzLookupRows is FuzzLookup with files built from rows that mean
+// something: each 3 bytes of program pick an address, hwaddr, client id,
+// lifetime, expire and state from small sets around the looked-up MAC, or
+// start the next file, or write a blank or broken line. Random bytes rarely
+// make such rows, and these are where the fold rules live.
+func FuzzLookupRows(f *testing.F) {
+	f.Add([]byte{0x00, 0x09, 0x00}, uint8(0), uint16(0), uint16(0))
+	f.Add([]byte{0x00, 0x09, 0x00, 0x04, 0x09, 0x00}, uint8(0), uint16(5), uint16(30))
+	f.Add([]byte{0x00, 0x09, 0x00, 0x00, 0x40, 0x00, 0x00, 0x08, 0x00}, uint8(1), uint16(9), uint16(100))
+	f.Add([]byte{0x00, 0x09, 0x01, 0x00, 0x40, 0x02, 0x01, 0x0d, 0x03, 0x00, 0xc0, 0x00}, uint8(7), uint16(3), uint16(60))
+	f.Fuzz(func(t *testing.T, program []byte, siblings uint8, chunk uint16, split uint16) {
+		const mac = "58:9c:fc:0a:0b:0c"
+		hws := []string{mac, strings.ToUpper(mac), "58:9c:fc:99:88:77", "", "58:9c:fc:0a:0b", "58:9c:fc:0a:0b:0c:0d", "zz", "58:9c:fc:0a:0b:c"}
+		cids := []string{"", "01:" + mac, "ff:01", "01", "01:58:9c:fc:99:88:77", mac, "0x01" + strings.ReplaceAll(mac, ":", ""), "x"}
+		valids := []string{"0", "3600", "60", "x"}
+		expires := []string{"1699999990", "1700000000", "1700000100", "abc"}
+		headers := []string{
+			"address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context",
+			"address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id",
+			"address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname",
+			"state,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,address",
+		}
+		var parts []string
+		var cur strings.Builder
+		var names []string
+		newFile := func(h byte) {
+			if len(names) > 0 {
+				parts = append(parts, cur.String())
+				cur.Reset()
+			}
+			names = append(names, headers[h%4])
+			cur.WriteString(headers[h%4] + "\n")
+		}
+		newFile(0)
+		for len(program) >= 3 {
+			b0, b1, b2 := program[0], program[1], program[2]
+			program = program[3:]
+			switch b1 >> 6 {
+			case 1:
+				if len(names) < 4 {
+					newFile(b2)
+				}
+				continue
+			case 2:
+				cur.WriteString("\n")
+				continue
+			}
+			addr := fmt.Sprintf("10.0.0.%d", b0&3)
+			v := map[string]string{
+				"address": addr, "hwaddr": hws[b0>>2&7], "client_id": cids[b0>>5],
+				"valid_lifetime": valids[b1&3], "expire": expires[b1>>2&3], "subnet_id": "1",
+				"fqdn_fwd": "0", "fqdn_rev": "0", "hostname": "", "state": fmt.Sprint(b1 >> 4 & 3),
+				"user_context": "", "pool_id": "0",
+			}
+			cols := strings.Split(names[len(names)-1], ",")
+			fields := make([]string, len(cols))
+			for i, c := range cols {
+				fields[i] = v[c]
+			}
+			if b1>>6 == 3 { // a broken row: drop fields from the end
+				fields = fields[:int(b2)%len(fields)]
+			}
+			cur.WriteString(strings.Join(fields, ",") + "\n")
+		}
+		parts = append(parts, cur.String())
+		checkAgainstReference(t, parts, siblings, chunk, split, mac)
+	})
+}
+
+// checkAgainstReference writes parts as lease files (the last is the
+// current file; siblings picks which of .completed, .2 and .1 the others
+// become), and checks that a Watch polled before and after the current file
+// is completed, and a fresh Lookup, agree with referenceLookup.
+func checkAgainstReference(t *testing.T, parts []string, siblings uint8, chunk, split uint16, macText string) {
+	mac, err := net.ParseMAC(macText)
+	require.NoError(t, err)
+	now := time.Unix(1700000000, 0)
+	path := filepath.Join(t.TempDir(), "kea-leases4.csv")
+
+	var names []string
+	for i, suffix := range []string{".completed", ".2", ".1"} {
+		if siblings&(1<<i) != 0 && len(names) < len(parts)-1 {
+			names = append(names, path+suffix)
+		}
+	}
+	content := map[string]string{}
+	for i, name := range names {
+		content[name] = parts[i]
+		require.NoError(t, os.WriteFile(name, []byte(parts[i]), 0o644))
+	}
+	cur := parts[len(parts)-1]
+	content[path] = cur
+
+	var ref []refFile
+	if c, ok := content[path+".completed"]; ok {
+		ref = append(ref, refFile{path + ".completed", []byte(c)})
+	} else {
+		for _, suffix := range []string{".2", ".1"} {
+			if c, ok := content[path+suffix]; ok {
+				ref = append(ref, refFile{path + suffix, []byte(c)})
+			}
+		}
+	}
+	ref = append(ref, refFile{path, []byte(cur)})
+	wantL, wantErr := referenceLookup(ref, mac, now)
+
+	r := NewReader(path)
+	if chunk != 0 {
+		r.chunk = 1 + int(chunk)%300
+	}
+	cut := int(split) % (len(cur) + 1)
+	require.NoError(t, os.WriteFile(path, []byte(cur[:cut]), 0o644))
+	w := r.Watch(mac)
+	defer w.Close()
+	_, _ = w.Poll(context.Background(), now)
+	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = fh.WriteString(cur[cut:])
+	require.NoError(t, err)
+	require.NoError(t, fh.Close())
+
+	gotL, gotErr := w.Poll(context.Background(), now)
+	sameResult(t, "watch", wantL, wantErr, gotL, gotErr)
+	gotL, gotErr = r.Lookup(context.Background(), mac, now)
+	sameResult(t, "lookup", wantL, wantErr, gotL, gotErr)
 }
 
 func sameResult(t *testing.T, what string, wantL Lease, wantErr error, gotL Lease, gotErr error) {

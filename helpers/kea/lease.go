@@ -23,6 +23,18 @@
 //   - Blank lines are skipped (CSVFile::next, src/lib/util/csv_file.cc). A
 //     final line without '\n' is still being written and is ignored.
 //
+// Unreadable rows. Kea skips a row it cannot parse and carries on
+// (LeaseFileLoader::load, with max-row-errors 0 meaning no limit). This
+// package does the same for rows that cannot matter, so one corrupt row
+// about some other VM does not break every lookup. But a row that cannot be
+// read and either mentions the MAC, or is the last row for an address whose
+// rows mention it, may be exactly the row that grants, renews, moves or ends
+// the lease; answering without it could return a wrong address. Such a row
+// makes the lookup fail with a *ParseError naming the file and line. Where
+// this package's parser is stricter than Kea's (see parseRow), the same
+// rule turns the difference into an error, never into a guess. A header
+// that cannot be read fails the lookup: no row of that file can be trusted.
+//
 // Lookup speed: a lookup does not parse every row. It searches the file for
 // the MAC text (case-insensitively, at memchr speed where the data allows),
 // and only rows containing the MAC, plus later rows for the same addresses,
