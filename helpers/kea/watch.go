@@ -201,7 +201,10 @@ func (w *Watch) refresh(ctx context.Context) (stable bool, err error) {
 			s.reset(carried)
 		}
 		if err := w.read(ctx, s); err != nil {
-			s.reset(carried) // an unreadable header is read again next time
+			var perr *ParseError
+			if errors.As(err, &perr) {
+				s.reset(carried) // read the header again next time
+			}
 			return false, err
 		}
 		for k := range s.discovered {
