@@ -1,0 +1,169 @@
+package jobvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/kea"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
+)
+
+// Host is what one process knows about the bhyve host across jobs: which VMs
+// it holds, and one vm-bhyve driver per vm_dir so that per-VM serialisation
+// and MAC reservations cover every concurrent job. Settings are re-read per
+// job; the Host is not.
+type Host struct {
+	Holder       Holder
+	HolderIsSelf bool
+	Held         *HeldSet
+	// Dialer connects to guests; nil means a plain net.Dialer. The simulated
+	// host injects one that dials inside its network namespace.
+	Dialer   guestssh.Dialer
+	Observer Observer
+	// Logf receives diagnostics that belong in the runner's log rather
+	// than the job's (SSH retries and the like). Never secrets.
+	Logf func(format string, args ...any)
+
+	mu      sync.Mutex
+	drivers map[string]*vmbhyve.Driver
+}
+
+// NewHost returns a Host whose VMs are held by the process holderPID.
+func NewHost(holderPID int, holderIsSelf bool) (*Host, error) {
+	h, err := CurrentHolder(holderPID)
+	if err != nil {
+		return nil, err
+	}
+	return &Host{Holder: h, HolderIsSelf: holderIsSelf, Held: &HeldSet{}}, nil
+}
+
+// Driver returns the process-wide vm-bhyve driver for these settings.
+func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {
+	key := strings.Join([]string{
+		strings.Join(s.Privilege, "\x00"), strings.Join(s.VMCommand, "\x00"),
+		strings.Join(s.SysrcCommand, "\x00"), s.VMDir,
+	}, "\x01")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.drivers == nil {
+		h.drivers = map[string]*vmbhyve.Driver{}
+	}
+	d, ok := h.drivers[key]
+	if !ok {
+		d = &vmbhyve.Driver{
+			VM: s.VMCommand, Sysrc: s.SysrcCommand, Privilege: s.Privilege,
+			VMDir: s.VMDir, Cmd: vmbhyve.ExecCommander{},
+		}
+		h.drivers[key] = d
+	}
+	return d
+}
+
+// Manager builds the lifecycle for one job (or a sweep) from the runner's
+// settings. template is the template the job's image selected; shell is the
+// command line stage scripts are piped to ("" means the settings' shell).
+func (h *Host) Manager(s *settings.Settings, template, shell string) *Manager {
+	if template == "" {
+		template = s.Template
+	}
+	if shell == "" {
+		shell = s.ShellCommand()
+	}
+	return &Manager{
+		VMs:    h.Driver(s),
+		Leases: keaLeases{reader: kea.NewReader(s.LeaseFile)},
+		SSH:    &sshConnector{s: s, dialer: h.Dialer, logf: h.Logf},
+		Owner:  Owner{HostID: s.HostID, Runner: s.RunnerName},
+		Holder: h.Holder,
+		Config: Config{
+			Template:    template,
+			Snapshot:    s.Snapshot,
+			NamePrefix:  s.NamePrefix,
+			Shell:       shell,
+			BootTimeout: s.BootTimeout,
+			StopTimeout: s.StopTimeout,
+		},
+		Observer:     h.Observer,
+		Held:         h.Held,
+		HolderIsSelf: h.HolderIsSelf,
+	}
+}
+
+// keaLeases finds addresses in Kea's memfile lease files.
+type keaLeases struct{ reader *kea.Reader }
+
+func (k keaLeases) WaitAddress(ctx context.Context, mac net.HardwareAddr) (Address, error) {
+	w := k.reader.Watch(mac)
+	defer w.Close()
+	l, err := kea.Wait(ctx, w)
+	if err != nil {
+		return Address{}, err
+	}
+	return Address{IP: l.Address, Source: fmt.Sprintf("%s line %d", l.File, l.Line)}, nil
+}
+
+// sshConnector opens job connections with the settings' credentials and the
+// host key pinned for the VM's template.
+type sshConnector struct {
+	s      *settings.Settings
+	dialer guestssh.Dialer
+	logf   func(string, ...any)
+}
+
+func (c *sshConnector) Connect(ctx context.Context, addr netip.Addr, template string) (Conn, error) {
+	cfg, err := c.config(template)
+	if err != nil {
+		return nil, err
+	}
+	client, err := guestssh.Connect(ctx, net.JoinHostPort(addr.String(), strconv.Itoa(c.s.SSH.Port)), cfg)
+	if err != nil {
+		return nil, classifySSH(err)
+	}
+	return client, nil
+}
+
+func (c *sshConnector) config(template string) (guestssh.Config, error) {
+	signers, err := c.s.Signers()
+	if err != nil {
+		return guestssh.Config{}, err
+	}
+	keys, err := c.s.HostKeysFor(template)
+	if err != nil {
+		return guestssh.Config{}, err
+	}
+	return guestssh.Config{
+		User:                  c.s.SSH.User,
+		Signers:               signers,
+		Password:              c.s.SSH.Password.Reveal(),
+		HostKeys:              keys,
+		HostKeyAlias:          template,
+		InsecureIgnoreHostKey: c.s.SSH.InsecureSkipHostKeyCheck,
+		Dialer:                c.dialer,
+		HandshakeTimeout:      c.s.SSHConnectTimeout,
+		KeepAliveInterval:     c.s.SSH.KeepAliveInterval,
+		KillGrace:             c.s.KillGrace,
+		Logf:                  c.logf,
+	}, nil
+}
+
+// classifySSH decides who must act on an SSH failure. A host key that does
+// not match the pin, or credentials the guest refuses, will not fix
+// themselves on a retry: the operator must update the pin or the key (or
+// investigate, since a changed host key can mean the address is not our VM).
+func classifySSH(err error) error {
+	var hk *guestssh.HostKeyError
+	var auth *guestssh.AuthError
+	if errors.As(err, &hk) || errors.As(err, &auth) {
+		return &failure.ConfigError{Err: err}
+	}
+	return err
+}
