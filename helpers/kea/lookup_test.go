@@ -256,6 +256,15 @@ func TestParseRowMessages(t *testing.T) {
 		{with(10, "[1]"), `user_context "[1]" is not a JSON object`},
 		{with(10, "{&#x22a&#x22:1}"), ""},
 		{with(11, "x"), `pool_id "x" is not a number`},
+		// Kea reads these but never writes them; see lfc_oracle_test.go.
+		{with(1, "58:9c:fc:a:b:c"), `hwaddr "58:9c:fc:a:b:c" is not a hardware address`},
+		{with(1, "58:9C:FC:0A:0B:0C"), ""},
+		// Kea's JSON parser rejects what overflows int64/float64, and
+		// unpaired surrogates (checked with kea-lfc 2.2).
+		{with(10, `{"a":9223372036854775808}`), `user_context "{\"a\":9223372036854775808}" is not a JSON object`},
+		{with(10, `{"a":[1e400]}`), `user_context "{\"a\":[1e400]}" is not a JSON object`},
+		{with(10, `{"a":"\ud800"}`), `user_context "{\"a\":\"\\ud800\"}" is not a JSON object`},
+		{with(10, `{"a":9223372036854775807&#x2c"b":1e308&#x2c"c":"\u00e9"}`), ""},
 		{"10.0.0.5,,,3600,1700003600,1,0,0,,1,,0", ""}, // declined without hwaddr is fine
 	}
 	for _, tt := range tests {

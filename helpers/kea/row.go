@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -102,7 +103,13 @@ func parseRow(h *header, line []byte) (row, string) {
 	}
 	r.lease.Address = addr
 	r.hwText = fields[h.hwaddr]
+	// Kea would also read one-digit octets ("58:9c:fc:a:b:c") but only ever
+	// writes two (HWAddr::toText); the MAC is matched as text, so another
+	// spelling is reported rather than taken for a different MAC.
 	hw, ok := decodeSeparatedHex(r.hwText, ':')
+	if ok && len(r.hwText) != 3*len(hw)-1 && len(hw) > 0 {
+		ok = false
+	}
 	if !ok || len(hw) > 20 { // HWAddr::MAX_HWADDR_LEN
 		return r, fmt.Sprintf("hwaddr %q is not a hardware address", r.hwText)
 	}
@@ -155,11 +162,8 @@ func parseRow(h *header, line []byte) (row, string) {
 	}
 	if h.userContext >= 0 {
 		// readContext: empty, or a JSON map.
-		if uc := unescape(fields[h.userContext]); uc != "" {
-			t := strings.TrimLeft(uc, " \t\r\n")
-			if !strings.HasPrefix(t, "{") || !json.Valid([]byte(uc)) {
-				return r, fmt.Sprintf("user_context %q is not a JSON object", fields[h.userContext])
-			}
+		if uc := unescape(fields[h.userContext]); uc != "" && !kindOfJSONObject(uc) {
+			return r, fmt.Sprintf("user_context %q is not a JSON object", fields[h.userContext])
 		}
 	}
 	if h.poolID >= 0 {
@@ -173,6 +177,40 @@ func parseRow(h *header, line []byte) (row, string) {
 		return r, "row has neither hwaddr nor client_id (allowed only for declined leases)"
 	}
 	return r, ""
+}
+
+// kindOfJSONObject reports whether s is a JSON object that Kea's parser
+// (Element::fromJSON) accepts, as far as checked against kea-lfc 2.2: Go's
+// json.Valid plus Kea's limits, which reject integers beyond int64, floats
+// beyond float64 and unpaired UTF-16 surrogate escapes. Escaped surrogates
+// are rejected even when paired; that only makes such rows errors.
+func kindOfJSONObject(s string) bool {
+	t := strings.TrimLeft(s, " \t\r\n")
+	if !strings.HasPrefix(t, "{") || !json.Valid([]byte(s)) {
+		return false
+	}
+	for i := 0; i+3 < len(s); i++ {
+		if s[i] == '\\' && s[i+1] == 'u' && s[i+2]|0x20 == 'd' && strings.IndexByte("89abAB", s[i+3]) >= 0 {
+			return false
+		}
+	}
+	d := json.NewDecoder(strings.NewReader(t))
+	d.UseNumber()
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return err == io.EOF
+		}
+		if n, ok := tok.(json.Number); ok {
+			if strings.ContainsAny(string(n), ".eE") {
+				if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+					return false
+				}
+			} else if _, err := strconv.ParseInt(string(n), 10, 64); err != nil {
+				return false
+			}
+		}
+	}
 }
 
 func parseUint(s, name string, bits int) (uint64, string) {
