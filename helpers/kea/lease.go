@@ -22,6 +22,13 @@
 //     (Memfile_LeaseMgr::loadLeasesFromFiles, memfile_lease_mgr.cc).
 //   - Blank lines are skipped (CSVFile::next, src/lib/util/csv_file.cc). A
 //     final line without '\n' is still being written and is ignored.
+//   - The MAC is matched as text in the spelling Kea writes (two hex digits
+//     per octet, colons; HWAddr::toText, src/lib/dhcp/hwaddr.cc), ignoring
+//     case.
+//
+// Kea itself insists on its columns in their order
+// (VersionedCSVFile::validateHeader); reading by name accepts a reordered
+// file too, which costs nothing and survives a future column insertion.
 //
 // Unreadable rows. Kea skips a row it cannot parse and carries on
 // (LeaseFileLoader::load, with max-row-errors 0 meaning no limit). This

@@ -32,7 +32,6 @@ type fileState struct {
 	// orphans are rows containing the MAC that have no address field; they
 	// cannot be overridden, so each one is an error.
 	orphans []*rowRec
-	macRows int
 }
 
 // rowRec is a copy of one row, parsed on demand.
@@ -71,7 +70,6 @@ func (s *fileState) reset(carried map[string]struct{}) {
 	s.discovered = map[string]struct{}{}
 	s.last = map[string]*rowRec{}
 	s.orphans = nil
-	s.macRows = 0
 	for k := range carried {
 		s.search(k)
 	}
@@ -121,7 +119,6 @@ func (s *fileState) feed(region []byte, w *Watch) *ParseError {
 		ls := bytes.LastIndexByte(region[:j], '\n') + 1
 		le := j + bytes.IndexByte(region[j:], '\n')
 		line := region[ls:le]
-		s.macRows++
 		if key, ok := s.hdr.keyOf(line); ok {
 			k := string(key)
 			s.discovered[k] = struct{}{}

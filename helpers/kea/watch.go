@@ -16,7 +16,7 @@ import (
 )
 
 // Reader looks up leases in one Kea DHCPv4 memfile lease file and its LFC
-// siblings.
+// siblings. It holds no state, so one Reader serves concurrent lookups.
 type Reader struct {
 	path  string
 	chunk int // read buffer size; tests shrink it to cut lines at every byte
@@ -388,10 +388,15 @@ type noLeaseError struct {
 }
 
 func (e *noLeaseError) Error() string {
-	s := fmt.Sprintf("kea: no current lease for %s in %s", e.mac, e.where)
+	return fmt.Sprintf("kea: no current lease for %s in %s", e.mac, e.where) + e.seen()
+}
+
+// seen lists the rows for the MAC that are not a current lease.
+func (e *noLeaseError) seen() string {
+	s := "; no row mentions it"
 	if len(e.stale) > 0 {
 		const show = 3
-		s += "; rows for this MAC: " + strings.Join(e.stale[:min(len(e.stale), show)], "; ")
+		s = "; rows for this MAC: " + strings.Join(e.stale[:min(len(e.stale), show)], "; ")
 		if len(e.stale) > show {
 			s += fmt.Sprintf("; and %d more", len(e.stale)-show)
 		}
@@ -421,21 +426,42 @@ func Wait(ctx context.Context, w *Watch) (Lease, error) {
 		if ctx.Err() == nil && !errors.Is(err, ErrNoLease) && !errors.As(err, &perr) && !errors.Is(err, fs.ErrNotExist) {
 			return Lease{}, err
 		}
-		if ctx.Err() == nil || last == nil {
+		if ctx.Err() == nil { // else err is about the cut-short poll
 			last = err
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			if last == nil {
-				return Lease{}, fmt.Errorf("kea: no lease for %s in %s after %s: %w",
-					w.mac, w.describeFiles(), time.Since(start).Round(time.Millisecond), ctx.Err())
-			}
-			return Lease{}, fmt.Errorf("kea: no lease for %s in %s after %s: %w (last poll: %w)",
-				w.mac, w.describeFiles(), time.Since(start).Round(time.Millisecond), ctx.Err(), last)
+			return Lease{}, newWaitError(w, time.Since(start), ctx.Err(), last)
 		case <-t.C:
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}
 }
+
+// waitError is Wait's error: what was waited for, for how long, and what the
+// last poll saw. It wraps the context's error and the last poll's.
+type waitError struct {
+	msg  string
+	errs []error
+}
+
+func newWaitError(w *Watch, waited time.Duration, ctxErr, last error) *waitError {
+	msg := fmt.Sprintf("kea: no lease for %s in %s after %s: %v", w.mac, w.describeFiles(), waited.Round(time.Millisecond), ctxErr)
+	var nl *noLeaseError
+	switch {
+	case errors.As(last, &nl):
+		msg += nl.seen()
+	case last != nil:
+		msg += "; last poll: " + last.Error()
+	}
+	e := &waitError{msg: msg, errs: []error{ctxErr}}
+	if last != nil {
+		e.errs = append(e.errs, last)
+	}
+	return e
+}
+
+func (e *waitError) Error() string   { return e.msg }
+func (e *waitError) Unwrap() []error { return e.errs }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +225,18 @@ func TestWait(t *testing.T) {
 		var perr *ParseError
 		require.ErrorAs(t, err, &perr)
 		assert.Equal(t, `expire "abc" is not a number`, perr.Msg)
+		assert.Contains(t, err.Error(), "; last poll: kea: cannot tell the lease of 58:9c:fc:0a:0b:0c: "+path+`:2: expire "abc" is not a number`)
+	})
+
+	t.Run("says when no row mentions the MAC", func(t *testing.T) {
+		path := writeSet(t, map[string]string{"": noise(10)})
+		w := NewReader(path).Watch(mustMAC(t, testMAC))
+		defer w.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		_, err := Wait(ctx, w)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorIs(t, err, ErrNoLease)
+		assert.Regexp(t, `^kea: no lease for 58:9c:fc:0a:0b:0c in `+regexp.QuoteMeta(path)+` after \d+ms: context deadline exceeded; no row mentions it$`, err.Error())
 	})
 }
