@@ -99,7 +99,9 @@ func FuzzLookupRows(f *testing.F) {
 				cur.WriteString("\n")
 				continue
 			}
-			addr := fmt.Sprintf("10.0.0.%d", b0&3)
+			// Mostly four addresses, so rows collide; up to 32 so that
+			// more than 8 addresses get tracked (match's map path).
+			addr := fmt.Sprintf("10.0.0.%d", int(b0&3)+4*int(b2>>5))
 			v := map[string]string{
 				"address": addr, "hwaddr": hws[b0>>2&7], "client_id": cids[b0>>5],
 				"valid_lifetime": valids[b1&3], "expire": expires[b1>>2&3], "subnet_id": "1",

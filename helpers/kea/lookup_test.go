@@ -161,6 +161,24 @@ func TestLookup(t *testing.T) {
 	}
 }
 
+func TestLookupTracksManyAddresses(t *testing.T) {
+	// Past 8 tracked addresses the row walk looks addresses up in a map
+	// instead of comparing prefixes; both must see the same overrides.
+	rows := []string{h22}
+	for i := range 12 {
+		rows = append(rows, r22(fmt.Sprintf("10.0.1.%d", i), testMAC, 3600, time.Duration(i+1)*time.Minute, 0))
+	}
+	rows = append(rows, "", r22("10.0.1.11", otherMC, 3600, time.Hour, 0), r22("10.0.1.10", testMAC, 0, 0, 0),
+		r22("10.0.1.1", testMAC, 3600, time.Minute, 0), r22("10.0.1.9", testMAC, 3600, time.Minute, 2))
+	path := writeSet(t, map[string]string{"": lines(rows...)})
+	r := NewReader(path)
+	r.chunk = 64 // the later rows arrive after all 12 addresses are known
+	l, err := r.Lookup(context.Background(), mustMAC(t, testMAC), testNow)
+	require.NoError(t, err)
+	assert.Equal(t, ParseLocation{path, 10}, loc(l))
+	assert.Equal(t, "10.0.1.8", l.Address.String())
+}
+
 func TestLookupLeaseFields(t *testing.T) {
 	path := writeSet(t, map[string]string{"": lines(h24,
 		"10.0.0.5,58:9c:fc:0a:0b:0c,01:58:9c:fc:0a:0b:0c,3600,1700003600,7,1,0,vm&#x2cone&#x26two,0,{ \"a\": 1 },3")})
