@@ -73,9 +73,18 @@ func (o *Options) fill() error {
 		*p = v
 		return err
 	}
+	// Kea 2.2 builds a "name=value" database access string from the lease
+	// file path and cannot parse one with blanks in it.
+	leaseDefault := filepath.Join(root, "kea", "kea-leases4.csv")
+	if strings.ContainsAny(root, " \t\n") {
+		leaseDefault = filepath.Join("/var/tmp", "bsim-"+simstate.IDForRoot(root)+"-kea", "kea-leases4.csv")
+	}
+	if strings.ContainsAny(o.LeaseFile, " \t\n") {
+		return fmt.Errorf("lease file %q: kea-dhcp4 2.2 cannot use a path containing blanks", o.LeaseFile)
+	}
 	if err := errors.Join(
 		abs(&o.VMDir, filepath.Join(root, "vm")),
-		abs(&o.LeaseFile, filepath.Join(root, "kea", "kea-leases4.csv")),
+		abs(&o.LeaseFile, leaseDefault),
 		abs(&o.BinDir, filepath.Join(root, "bin")),
 	); err != nil {
 		return fmt.Errorf("paths: %w", err)

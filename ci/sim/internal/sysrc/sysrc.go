@@ -26,6 +26,7 @@ func assignRe(name string) *regexp.Regexp {
 func Get(files []string, name string) (string, bool, error) {
 	var val string
 	found := false
+	vars := map[string]string{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -35,8 +36,12 @@ func Get(files []string, name string) (string, bool, error) {
 			return "", false, fmt.Errorf("sysrc: %w", err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			n, v, ok := parseAssignment(line)
-			if ok && n == name {
+			n, v, ok := parseAssignment(line, vars)
+			if !ok {
+				continue
+			}
+			vars[n] = v
+			if n == name {
 				val, found = v, true
 			}
 		}
@@ -44,9 +49,21 @@ func Get(files []string, name string) (string, bool, error) {
 	return val, found, nil
 }
 
+var paramRe = regexp.MustCompile(`^\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)`)
+
+// expand reads a $NAME or ${NAME} at s and returns its value (empty if
+// unset, as in the clean environment sysrc sources rc.conf in) and length.
+func expand(s string, vars map[string]string) (string, int) {
+	m := paramRe.FindString(s)
+	if m == "" {
+		return "$", 1
+	}
+	return vars[strings.Trim(m[1:], "{}")], len(m)
+}
+
 // parseAssignment understands the subset of sh(1) that rc.conf files use:
 // NAME=word where word mixes unquoted, 'single' and "double" quoted parts.
-func parseAssignment(line string) (string, string, bool) {
+func parseAssignment(line string, vars map[string]string) (string, string, bool) {
 	s := strings.TrimLeft(line, " \t")
 	eq := strings.IndexByte(s, '=')
 	if eq <= 0 {
@@ -74,12 +91,21 @@ func parseAssignment(line string) (string, string, bool) {
 			for ; i < len(rest) && rest[i] != '"'; i++ {
 				if rest[i] == '\\' && i+1 < len(rest) && strings.ContainsRune("\"\\$`", rune(rest[i+1])) {
 					i++
+				} else if rest[i] == '$' {
+					v, n := expand(rest[i:], vars)
+					out.WriteString(v)
+					i += n - 1
+					continue
 				}
 				out.WriteByte(rest[i])
 			}
 		case c == '\\' && i+1 < len(rest):
 			i++
 			out.WriteByte(rest[i])
+		case c == '$':
+			v, n := expand(rest[i:], vars)
+			out.WriteString(v)
+			i += n - 1
 		case c == ' ' || c == '\t' || c == ';' || c == '#':
 			return name, out.String(), true
 		default:
