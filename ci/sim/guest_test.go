@@ -286,6 +286,18 @@ func TestConcurrentGuests(t *testing.T) {
 		}
 		seen[a] = names[i]
 	}
+	var rwg sync.WaitGroup
+	for i := range names {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			waitSSHNoFatal(ctx, h, addrs[i], "true")
+		}()
+	}
+	rwg.Wait()
+	t.Logf("%d guests SSH-ready %v after their concurrent vm start", n, time.Since(start).Round(time.Millisecond))
+
+	// All guests write the same path at once; each must read back its own.
 	var swg sync.WaitGroup
 	outs := make([]string, n)
 	for i := range names {
@@ -296,7 +308,6 @@ func TestConcurrentGuests(t *testing.T) {
 		}()
 	}
 	swg.Wait()
-	t.Logf("%d guests SSH-ready %v after their concurrent vm start", n, time.Since(start).Round(time.Millisecond))
 	for i, name := range names {
 		if want := name + "\n" + name + "\nowner\n"; outs[i] != want {
 			t.Errorf("%s says %q, want %q (guests must not share /builds)", name, outs[i], want)
@@ -495,6 +506,24 @@ func TestGuestFaults(t *testing.T) {
 			t.Errorf("vm-bhyve.log:\n%s", log)
 		}
 		waitState(t, ctx, h, "badload", "Stopped")
+	})
+
+	t.Run("stop in the bootloader stage asks", func(t *testing.T) {
+		clone("loading", sim.Fault{LoaderDelay: 10 * time.Minute})
+		waitState(t, ctx, h, "loading", "Bootloader")
+		if r, err := h.VMInput(ctx, "n\n", "stop", "loading"); err != nil || r.ExitCode != 0 || r.Stdout != "" {
+			t.Fatalf("stop answered n: %v %s", err, r)
+		}
+		if s := states(mustVM(t, ctx, h, "list").Stdout)["loading"]; !strings.HasPrefix(s, "Bootloader") {
+			t.Fatalf("answering n changed the state to %q", s)
+		}
+		if r := mustVM(t, ctx, h, "stop", "loading"); r.Stdout != "Killing loading\n" {
+			t.Errorf("stop at EOF: %s", r)
+		}
+		waitState(t, ctx, h, "loading", "Stopped")
+		if log := readFile(h.VMLog("loading")); !strings.Contains(log, "fatal; loader returned error 143\n") {
+			t.Errorf("vm-bhyve.log:\n%s", log)
+		}
 	})
 
 	t.Run("stale lock after stop", func(t *testing.T) {

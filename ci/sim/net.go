@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,9 +73,30 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	return r.c, nil
 }
 
-// Command prepares a command that runs inside the host's network namespace,
-// as the executor under test and `ssh` to a guest would on the FreeBSD host.
+// Command prepares a command that runs as part of the FreeBSD host, as the
+// executor under test and `ssh` to a guest would: inside the host's network
+// namespace, in a UTS namespace named HostName, with Env() added to the
+// environment (so "vm" and "sysrc" resolve to the fakes).
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	argv := append([]string{"--net=/run/netns/" + h.cfg.NetNS, "--", name}, args...)
-	return exec.CommandContext(ctx, h.cfg.Tools.Nsenter, argv...)
+	argv := append([]string{"--root", h.cfg.Root, "exec", "--", name}, args...)
+	cmd := exec.CommandContext(ctx, h.cfg.Binary, argv...)
+	cmd.Env = mergeEnv(os.Environ(), h.Env())
+	return cmd
+}
+
+// mergeEnv returns base with the entries of over replacing same-name ones.
+func mergeEnv(base, over []string) []string {
+	keys := map[string]bool{}
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		keys[k] = true
+	}
+	var out []string
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !keys[k] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, over...)
 }

@@ -16,10 +16,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/guest"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/host"
@@ -45,7 +48,8 @@ commands:
   lfc                   make Kea run its lease file cleanup now
   template NAME [--snapshot S] [--own-host-key] [--host-keys ed25519,ecdsa,rsa]
                         add another snapshotted template
-  exec CMD [ARGS...]    run a command inside the host's network namespace
+  exec CMD [ARGS...]    run a command as the FreeBSD host: in its network namespace,
+                        with its host name
   resources             list the host's live processes, namespaces, links, mounts
 
 up flags:
@@ -366,20 +370,50 @@ func cmdTemplate(root string, args []string) error {
 	})
 }
 
+// cmdExec replaces itself with a command that runs as part of the FreeBSD
+// host: in the host's network namespace and in a UTS namespace whose host
+// name is the one vm-bhyve writes into run.lock.
 func cmdExec(root string, args []string) int {
 	cfg, err := simstate.Load(root)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bhyve-sim: no simulated host at %s: %v\n", root, err)
 		return 1
 	}
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "bhyve-sim: exec: command required")
 		return 2
 	}
-	argv := append([]string{cfg.Tools.Nsenter, "--net=/run/netns/" + cfg.NetNS, "--"}, args...)
-	if err := syscall.Exec(argv[0], argv, os.Environ()); err != nil {
-		fmt.Fprintln(os.Stderr, "bhyve-sim: exec:", err)
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bhyve-sim: exec: %v\n", err)
+		return 127
+	}
+	// Namespaces belong to the thread; execve keeps the calling thread's.
+	runtime.LockOSThread()
+	ns, err := os.Open("/run/netns/" + cfg.NetNS)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bhyve-sim: exec: host namespace: %v\n", err)
 		return 1
+	}
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		fmt.Fprintf(os.Stderr, "bhyve-sim: exec: enter %s: %v\n", cfg.NetNS, err)
+		return 1
+	}
+	ns.Close()
+	if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+		fmt.Fprintf(os.Stderr, "bhyve-sim: exec: unshare uts: %v\n", err)
+		return 1
+	}
+	if err := unix.Sethostname([]byte(cfg.HostName)); err != nil {
+		fmt.Fprintf(os.Stderr, "bhyve-sim: exec: sethostname: %v\n", err)
+		return 1
+	}
+	if err := syscall.Exec(path, args, os.Environ()); err != nil {
+		fmt.Fprintln(os.Stderr, "bhyve-sim: exec:", err)
+		return 126
 	}
 	return 0
 }
