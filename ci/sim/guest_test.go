@@ -609,3 +609,69 @@ func osExec(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestTemplateHostKeys: a second template with host keys of its own and of
+// several types. Its clones present its keys, not the default template's,
+// and a client pinning ed25519 must ask for ed25519 (golang/go#49631): the
+// simulator runs a real sshd, so the pitfall is real here too.
+func TestTemplateHostKeys(t *testing.T) {
+	ctx := testCtx(t, 90*time.Second)
+	h := sim.New(t, sim.Options{})
+	if err := h.AddTemplate("multi", "base", sim.WithOwnHostKey(), sim.WithHostKeyTypes("ed25519", "ecdsa")); err != nil {
+		t.Fatal(err)
+	}
+	own, err := h.TemplateHostKey("multi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own.Type() != ssh.KeyAlgoED25519 || bytes.Equal(own.Marshal(), h.HostKey().Marshal()) {
+		t.Fatalf("template key %s is not its own ed25519 key", own.Type())
+	}
+	if kh := readFile(h.KnownHostsPath()); strings.Count(kh, ",multi ") != 2 || strings.Count(kh, ",tmpl ") != 1 {
+		t.Errorf("known_hosts:\n%s", kh)
+	}
+	mustVM(t, ctx, h, "clone", "multi@base", "mk-1")
+	mustVM(t, ctx, h, "start", "mk-1")
+	addr, err := h.GuestAddr(ctx, "mk-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := h.Signer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(key ssh.PublicKey, algos []string) error {
+		hostPort := netip.AddrPortFrom(addr, 22).String()
+		for {
+			conn, err := h.DialContext(ctx, "tcp", hostPort)
+			if err == nil {
+				c, chans, reqs, herr := ssh.NewClientConn(conn, hostPort, &ssh.ClientConfig{
+					User: h.SSHUser(), Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+					HostKeyCallback: ssh.FixedHostKey(key), HostKeyAlgorithms: algos,
+				})
+				if herr == nil {
+					ssh.NewClient(c, chans, reqs).Close()
+					return nil
+				}
+				conn.Close()
+				if strings.Contains(herr.Error(), "host key mismatch") {
+					return herr
+				}
+				err = herr
+			}
+			if ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if err := dial(own, []string{ssh.KeyAlgoED25519}); err != nil {
+		t.Errorf("pinned own ed25519 key: %v", err)
+	}
+	if err := dial(h.HostKey(), []string{ssh.KeyAlgoED25519}); err == nil {
+		t.Error("the default template's key was accepted for a clone of another template")
+	}
+	if err := dial(own, nil); err == nil {
+		t.Error("without HostKeyAlgorithms the server's ECDSA key should not match a pinned ed25519 key")
+	}
+}

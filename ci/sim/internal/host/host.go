@@ -297,7 +297,7 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 // machine's /etc/passwd through their root overlay. The user stays after
 // Down: other hosts may be using it.
 func ensureUser(ctx context.Context, cfg *simstate.Config) error {
-	out, err := exec.CommandContext(ctx, "getent", "passwd", cfg.SSHUser).Output()
+	out, err := exec.CommandContext(ctx, mustTool("getent"), "passwd", cfg.SSHUser).Output()
 	if err == nil && len(out) > 0 {
 		return nil
 	}
