@@ -309,6 +309,44 @@ func (v *VM) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer
 	return conn.Run(ctx, v.m.Config.Shell, script, stdout, stderr)
 }
 
+// Attach reconnects to a VM that Create brought up earlier, possibly in
+// another process: bhyve-executor runs every stage as a separate process. The
+// VM must carry this runner's marker.
+func (m *Manager) Attach(ctx context.Context, name string, addr netip.Addr) (*VM, error) {
+	conf, err := m.VMs.ReadConf(name)
+	if err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", name, err)
+	}
+	if mk, ok := readMarker(conf); !ok || mk.owner != m.Owner.ID() {
+		return nil, fmt.Errorf("attach to %s: it carries no ownership marker of this runner", name)
+	}
+	mac, _ := net.ParseMAC(conf[keyMAC])
+	v := &VM{Name: name, Template: m.Config.Template, MAC: mac, Address: Address{IP: addr}, m: m}
+	if err := m.phase(v, PhaseSSH, func() error {
+		c, err := m.SSH.Connect(ctx, addr, v.Template)
+		v.conn = c
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("reconnect to %s at %s: %w", name, addr, err)
+	}
+	return v, nil
+}
+
+// Detach closes the SSH connection and leaves the VM running for a later
+// Attach or Destroy. After Detach, Close does nothing.
+func (v *VM) Detach() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil
+	}
+	v.closed = true
+	if v.conn != nil {
+		return v.conn.Close()
+	}
+	return nil
+}
+
 // Close closes the SSH connection, then stops and destroys the VM. It is
 // idempotent and safe to call on a VM whose Create failed half-way.
 func (v *VM) Close(ctx context.Context) error {

@@ -365,3 +365,29 @@ func TestHolder(t *testing.T) {
 	_, err = processStartFromStat("garbage")
 	assert.Error(t, err)
 }
+
+func TestDetachThenAttachFromAnotherProcess(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+	require.NoError(t, err)
+	first := ssh.conn
+
+	require.NoError(t, vm.Detach())
+	assert.Equal(t, 1, first.closed)
+	require.NoError(t, vm.Close(context.Background()), "Close after Detach leaves the VM alone")
+	assert.True(t, hv.Has(vmName))
+
+	// A later stage, in a new process, with a new Manager.
+	later := newManager(hv, goodLeases(), ssh)
+	again, err := later.Attach(context.Background(), vmName, vm.Address.IP)
+	require.NoError(t, err)
+	assert.Equal(t, vm.MAC, again.MAC)
+	assert.NotSame(t, first, ssh.conn, "a new connection")
+	require.NoError(t, again.Close(context.Background()))
+	assert.False(t, hv.Has(vmName))
+
+	hv.vms["ci-foreign"] = &fakeVM{conf: map[string]string{}}
+	_, err = later.Attach(context.Background(), "ci-foreign", vm.Address.IP)
+	assert.ErrorContains(t, err, "no ownership marker")
+}
