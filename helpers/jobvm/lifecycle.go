@@ -140,10 +140,16 @@ type Timing struct {
 // leaves a VM behind.
 func (m *Manager) Create(ctx context.Context, job Job, logf Logf) (*VM, error) {
 	name := JobVMName(m.Config.NamePrefix, m.Owner.Runner, job.ID, job.Slot)
-	return m.create(ctx, name, job.ID, logf)
+	return m.CreateNamed(ctx, name, job.ID, logf)
 }
 
-func (m *Manager) create(ctx context.Context, name string, jobID int64, logf Logf) (_ *VM, err error) {
+// CreateNamed is Create for VMs that serve no particular job yet (jobID 0):
+// warm-pool VMs and doctor's test boot. The name must start with the
+// configured prefix, or sweeps would never find the VM.
+func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, logf Logf) (_ *VM, err error) {
+	if !strings.HasPrefix(name, m.Config.NamePrefix) {
+		return nil, fmt.Errorf("VM name %q does not start with name_prefix %q", name, m.Config.NamePrefix)
+	}
 	if err := vmbhyve.ValidName(name); err != nil {
 		return nil, fmt.Errorf("VM name %q built from name_prefix and runner name is not valid for vm-bhyve: %w", name, err)
 	}

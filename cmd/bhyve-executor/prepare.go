@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+)
+
+// prepareStage brings the job's VM up and leaves it running, with what later
+// stages need to reach it saved in the job's TMPDIR. If anything fails,
+// including a SIGTERM from gitlab-runner, the VM is destroyed before exit.
+func prepareStage(ctx context.Context, a *app, args []string) error {
+	if len(args) != 0 {
+		return usagef("prepare takes no arguments")
+	}
+	s, err := a.settings()
+	if err != nil {
+		return err
+	}
+	j, err := a.job()
+	if err != nil {
+		return err
+	}
+	template, err := s.SelectTemplate(j.Image)
+	if err != nil {
+		return err
+	}
+	h, err := a.host()
+	if err != nil {
+		return err
+	}
+	if s.SSH.InsecureSkipHostKeyCheck {
+		fmt.Fprintln(a.stdout, "WARNING: ssh.insecure_skip_host_key_check is set: the VM's identity is not verified")
+	}
+
+	m := h.Manager(s, template, "")
+	logf := func(format string, args ...any) { fmt.Fprintf(a.stdout, format+"\n", args...) }
+	vm, err := m.Create(ctx, jobvm.Job{ID: j.ID, Slot: j.Slot}, logf)
+	if err != nil {
+		return err
+	}
+
+	st := jobState{VM: vm.Name, Template: vm.Template, Address: vm.Address.IP.String(), MAC: vm.MAC.String()}
+	if err := a.saveState(st); err != nil {
+		// Later stages could not find the VM: better no VM than a lost one.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.StopTimeout+cleanupSlack)
+		defer cancel()
+		if derr := vm.Close(dctx); derr != nil {
+			return fmt.Errorf("%w (and destroying %s failed: %v)", err, vm.Name, derr)
+		}
+		return err
+	}
+	return vm.Detach()
+}
