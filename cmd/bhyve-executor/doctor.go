@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/kea"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
@@ -203,7 +204,7 @@ func doctorBoot(ctx context.Context, c *checks, s *settings.Settings, h *jobvm.H
 		steps = append(steps, fmt.Sprintf(format, args...))
 	})
 	if err != nil {
-		c.fail("test boot", err.Error(), "the steps that worked: "+strings.Join(steps, "; "))
+		c.fail("test boot", err.Error(), bootFix(err, s, steps))
 		return
 	}
 	var out strings.Builder
@@ -219,6 +220,19 @@ func doctorBoot(ctx context.Context, c *checks, s *settings.Settings, h *jobvm.H
 	default:
 		c.ok("test boot", "%s at %s answered %q; %s", name, vm.Address.IP, strings.TrimSpace(out.String()), timings(vm))
 	}
+}
+
+// bootFix turns the usual ways a test boot fails into what to change.
+func bootFix(err error, s *settings.Settings, steps []string) string {
+	var auth *guestssh.AuthError
+	var hk *guestssh.HostKeyError
+	switch {
+	case errors.As(err, &auth):
+		return fmt.Sprintf("the template does not accept ssh.identity_file (%s) for user %q: add its public key to that user's authorized_keys in the template, re-snapshot, or fix identity_file/user", s.SSH.IdentityFile, s.SSH.User)
+	case errors.As(err, &hk):
+		return "the VM presented a host key that is not the pinned one: if the template was rebuilt, pin its new key (ssh-keyscan a booted clone); if not, find out who answers at that address"
+	}
+	return "the steps that worked: " + strings.Join(steps, "; ")
 }
 
 func timings(vm *jobvm.VM) string {
