@@ -26,20 +26,28 @@ import (
 
 var (
 	buildOnce sync.Once
+	binDir    string
 	binPath   string
 	buildErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // driver builds bhyve-executor once per test process.
 func driver(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bhyve-executor-test")
-		if err != nil {
-			buildErr = err
+		binDir, buildErr = os.MkdirTemp("", "bhyve-executor-test")
+		if buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(dir, "bhyve-executor")
+		binPath = filepath.Join(binDir, "bhyve-executor")
 		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

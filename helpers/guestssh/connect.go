@@ -44,7 +44,7 @@ const (
 // through much of its readiness.
 const (
 	backoffStart = 20 * time.Millisecond
-	backoffMax   = 500 * time.Millisecond
+	backoffMax   = 50 * time.Millisecond
 	// authRetryDelay spaces authentication retries; see Config.AuthRetries.
 	authRetryDelay = 500 * time.Millisecond
 )
