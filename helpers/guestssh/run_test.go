@@ -436,3 +436,42 @@ func TestGateDropsWritesAfterShut(t *testing.T) {
 	assert.Equal(t, 4, n)
 	assert.Equal(t, "live ", buf.String())
 }
+
+func TestPing(t *testing.T) {
+	t.Run("a live guest answers", func(t *testing.T) {
+		checkGoroutines(t)
+		srv := newTestServer(t, exitStatusHandler(0))
+		c := connect(t, srv, srv.clientConfig())
+		before := srv.keepAlives.Load()
+		require.NoError(t, c.Ping(context.Background()))
+		assert.Equal(t, before+1, srv.keepAlives.Load())
+	})
+	t.Run("a wedged sshd does not answer before the deadline", func(t *testing.T) {
+		checkGoroutines(t)
+		srv := newTestServer(t, exitStatusHandler(0), withoutKeepAliveReplies())
+		c := connect(t, srv, srv.clientConfig())
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		err := c.Ping(ctx)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), "no answer to a ping")
+		require.NoError(t, c.Close())
+	})
+	t.Run("a vanished guest is reported lost", func(t *testing.T) {
+		checkGoroutines(t)
+		srv := newTestServer(t, exitStatusHandler(0))
+		c := connect(t, srv, srv.clientConfig())
+		srv.shutdown()
+		require.Eventually(t, func() bool {
+			var le *LostError
+			return errors.As(c.Ping(context.Background()), &le)
+		}, 5*time.Second, 10*time.Millisecond)
+	})
+	t.Run("a closed client", func(t *testing.T) {
+		checkGoroutines(t)
+		srv := newTestServer(t, exitStatusHandler(0))
+		c := connect(t, srv, srv.clientConfig())
+		require.NoError(t, c.Close())
+		assert.ErrorIs(t, c.Ping(context.Background()), ErrClosed)
+	})
+}

@@ -96,10 +96,11 @@ type testServer struct {
 	sessions   atomic.Int32
 	keepAlives atomic.Int32
 
-	quit chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	open []net.Conn
+	quit     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	open     []net.Conn
 }
 
 type serverOption func(*testServer)
@@ -163,15 +164,19 @@ func newTestServer(t testing.TB, h handler, opts ...serverOption) *testServer {
 	return s
 }
 
+// shutdown stops the server and drops every connection, as a guest that
+// vanished would; tests may call it before the cleanup does.
 func (s *testServer) shutdown() {
-	close(s.quit)
-	s.ln.Close()
-	s.mu.Lock()
-	for _, c := range s.open {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.stopOnce.Do(func() {
+		close(s.quit)
+		s.ln.Close()
+		s.mu.Lock()
+		for _, c := range s.open {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
 }
 
 // hostKey is the server's first host key, the one tests usually pin.

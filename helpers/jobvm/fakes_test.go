@@ -233,6 +233,15 @@ func (c *fakeConn) Run(ctx context.Context, command string, stdin io.Reader, std
 	return c.exitErr
 }
 
+func (c *fakeConn) Ping(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed > 0 {
+		return fmt.Errorf("closed")
+	}
+	return nil
+}
+
 func (c *fakeConn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -53,6 +53,8 @@ type Connector interface {
 // Conn is one job's SSH connection; each stage is one session.
 type Conn interface {
 	Run(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) error
+	// Ping is one round trip on the connection, proving the guest answers.
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -313,6 +315,18 @@ func (v *VM) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer
 		return fmt.Errorf("VM %s is not connected", v.Name)
 	}
 	return conn.Run(ctx, v.m.Config.Shell, script, stdout, stderr)
+}
+
+// Ping checks, in one round trip, that the VM's SSH connection still works;
+// a warm pool calls it before handing an idle VM to a job.
+func (v *VM) Ping(ctx context.Context) error {
+	v.mu.Lock()
+	conn, closed := v.conn, v.closed
+	v.mu.Unlock()
+	if closed || conn == nil {
+		return fmt.Errorf("VM %s is not connected", v.Name)
+	}
+	return conn.Ping(ctx)
 }
 
 // Attach reconnects to a VM that Create brought up earlier, possibly in
