@@ -531,6 +531,10 @@ func TestGuestFaults(t *testing.T) {
 		waitState(t, ctx, h, "crashy", "Running")
 		mustVM(t, ctx, h, "poweroff", "-f", "crashy")
 		waitState(t, ctx, h, "crashy", "Locked (")
+		// "Locked" shows as soon as bhyve is gone, while _run still tears
+		// down taps and the vmm (a start then still sees "running"). Wait
+		// for the supervisor to finish, as vm-bhyve users must.
+		waitNoSupervisor(t, ctx, h, "crashy")
 		// start ignores a stale local lock; destroy does not.
 		r := vm(t, ctx, h, "destroy", "-f", "crashy")
 		if r.ExitCode != 1 || !strings.Contains(r.Stderr, "crashy appears to be running on "+h.HostName()+" (locked)") {
@@ -673,5 +677,26 @@ func TestTemplateHostKeys(t *testing.T) {
 	}
 	if err := dial(own, nil); err == nil {
 		t.Error("without HostKeyAlgorithms the server's ECDSA key should not match a pinned ed25519 key")
+	}
+}
+
+// waitNoSupervisor waits until no `vm _run NAME` process is left.
+func waitNoSupervisor(t *testing.T, ctx context.Context, h *sim.Host, name string) {
+	t.Helper()
+	for {
+		busy := false
+		for _, p := range h.Resources().Processes {
+			if strings.HasSuffix(p.Cmdline, " _run "+name) {
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("_run %s never exited", name)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

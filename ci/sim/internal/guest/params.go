@@ -32,12 +32,11 @@ type NIC struct {
 // BhyveParams tell the bhyve process which guest to run. They travel in the
 // environment because its argv must be exactly "bhyve: NAME".
 type BhyveParams struct {
-	Root     string   `json:"root"`
-	Name     string   `json:"name"`
-	DiskDir  string   `json:"disk_dir"`
-	NICs     []NIC    `json:"nics"`
-	Lineage  []string `json:"lineage"`
-	ForceRun bool     `json:"-"`
+	Root    string   `json:"root"`
+	Name    string   `json:"name"`
+	DiskDir string   `json:"disk_dir"`
+	NICs    []NIC    `json:"nics"`
+	Lineage []string `json:"lineage"`
 }
 
 // LoaderParams tell the bhyveload stand-in how long to take.

@@ -56,7 +56,7 @@ func (g *guestInit) buildRoot() error {
 			return fmt.Errorf("lay VM disk over root: %w", err)
 		}
 	}
-	if err := mkdirMode(filepath.Join(m, "builds"), 0o1777); err != nil {
+	if err := mkdirSticky(filepath.Join(m, "builds")); err != nil {
 		return err
 	}
 	home := filepath.Join(m, u.home)
@@ -281,11 +281,13 @@ func unlockShadow(path, name string) error {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-func mkdirMode(p string, mode os.FileMode) error {
+// mkdirSticky makes a world-writable sticky directory like /tmp (the
+// article's template: mkdir /builds; chmod 1777 /builds).
+func mkdirSticky(p string) error {
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		return err
 	}
-	return os.Chmod(p, mode&os.ModePerm|os.ModeSticky)
+	return os.Chmod(p, 0o777|os.ModeSticky)
 }
 
 func chownTree(root string, uid, gid int) error {

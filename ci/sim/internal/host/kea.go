@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -248,16 +249,9 @@ func lfcDone(lease string, start time.Time) bool {
 		}
 	}
 	if b, err := os.ReadFile(lease + ".pid"); err == nil {
-		if pid, err := strconv.Atoi(string(trimSpace(b))); err == nil && syscall.Kill(pid, 0) == nil {
+		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && syscall.Kill(pid, 0) == nil {
 			return false
 		}
 	}
 	return true
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

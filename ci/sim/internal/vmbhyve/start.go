@@ -91,10 +91,13 @@ func (v *vm) startOne(name string, foreground bool) error {
 	// child stays in the caller's process group, with SIGINT and SIGQUIT
 	// ignored and stdin from /dev/null. Killing the caller's process group
 	// with SIGTERM or SIGKILL therefore takes the guest down, as on FreeBSD.
+	// Dispositions are inherited at fork: ignore just around the start.
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
 	cmd := exec.Command(self, "_run", name, "")
 	cmd.Env = append(os.Environ(), v.cfg.Marker())
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	signal.Reset(syscall.SIGINT, syscall.SIGQUIT)
+	if err != nil {
 		v.out("  ! %v", err)
 		return exitStatus(1)
 	}
