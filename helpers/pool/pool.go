@@ -1,0 +1,332 @@
+// Package pool keeps VMs cloned, booted and SSH-verified before jobs ask for
+// them, so a job starts in the time it takes to open a session instead of the
+// time a guest takes to boot.
+//
+// Semantics follow upstream's autoscalers (docker+machine, the instance
+// executor): idle_count VMs wait idle; surplus idle VMs go after idle_time; a
+// VM serves max_use_count jobs (1: never reused); the runner's limit caps all
+// VMs, idle, booting and in use; when the pool is empty at the limit, Acquire
+// says so and the runner asks GitLab for no job until a VM is free.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Item is a pooled VM.
+type Item interface {
+	// Ping proves the VM still answers; an idle VM may have died.
+	Ping(ctx context.Context) error
+	// Close destroys the VM.
+	Close(ctx context.Context) error
+}
+
+// Config is the pool's policy. It is re-read on every maintenance pass, so
+// operators can change it while the runner runs.
+type Config struct {
+	IdleCount          int
+	IdleTime           time.Duration
+	MaxUseCount        int
+	MaxConcurrentBoots int
+	Limit              int // the runner's limit; 0 means none
+}
+
+// Factory makes pool VMs and knows the current policy.
+type Factory[T Item] interface {
+	Config() (Config, error)
+	Create(ctx context.Context) (T, error)
+}
+
+// ErrExhausted means every VM the limit allows exists and none is idle.
+var ErrExhausted = errors.New("bhyve pool: no idle VM and the runner's limit is reached")
+
+// ErrClosed means the pool is shutting down.
+var ErrClosed = errors.New("bhyve pool: shutting down")
+
+// Stats is a snapshot of the pool for metrics.
+type Stats struct {
+	Idle, Booting, InUse int
+}
+
+// Pool is one runner's pool for one template.
+type Pool[T Item] struct {
+	f    Factory[T]
+	logf func(format string, args ...any)
+	now  func() time.Time
+
+	ctx    context.Context // ends on Shutdown; boots run under it
+	cancel context.CancelFunc
+	wake   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	cfg      Config
+	idle     []*entry[T] // oldest first
+	booting  int
+	inUse    int
+	failures int       // consecutive failed boots
+	retryAt  time.Time // no boots before this after failures
+	closed   bool
+}
+
+type entry[T Item] struct {
+	item  T
+	since time.Time // idle since
+	uses  int
+}
+
+// checkEvery bounds how late idle_time reaping and boot retries can be.
+const checkEvery = time.Second
+
+// New loads the policy and starts filling the pool in the background.
+func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T], error) {
+	cfg, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool[T]{f: f, logf: logf, now: time.Now, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), cfg: cfg}
+	p.wg.Add(1)
+	go p.loop()
+	return p, nil
+}
+
+// Lease is one job slot handed out by Acquire: a warm VM, or permission to
+// boot one cold when the pool had none idle.
+type Lease[T Item] struct {
+	p        *Pool[T]
+	e        *entry[T]
+	taken    bool
+	released bool
+}
+
+// Acquire reserves a slot for the next job. It is cheap: upstream calls it
+// before every job request.
+func (p *Pool[T]) Acquire() (*Lease[T], error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	defer p.poke()
+	if len(p.idle) > 0 {
+		e := p.idle[0]
+		p.idle = p.idle[1:]
+		p.inUse++
+		return &Lease[T]{p: p, e: e}, nil
+	}
+	if p.cfg.Limit > 0 && p.booting+p.inUse >= p.cfg.Limit {
+		return nil, ErrExhausted
+	}
+	p.inUse++
+	return &Lease[T]{p: p}, nil
+}
+
+// Take hands the lease's warm VM to the job, after checking it still
+// answers. It reports false when there is none (boot one cold); a dead idle
+// VM is destroyed in the background.
+func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
+	var zero T
+	if l == nil || l.e == nil || l.taken {
+		return zero, false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := l.e.item.Ping(pctx); err != nil {
+		l.p.logf("bhyve pool: idle VM is gone (%v); booting one for the job instead", err)
+		l.p.destroy(l.e.item)
+		l.e = nil
+		return zero, false
+	}
+	l.taken = true
+	l.e.uses++
+	return l.e.item, true
+}
+
+// Finish is called when the job that took the warm VM is done with it. The
+// VM goes back to the pool if it may serve another job, else it is
+// destroyed. reusable is false when the job failed in a way that makes the
+// VM suspect.
+func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
+	if l == nil || l.e == nil || !l.taken {
+		return nil
+	}
+	e := l.e
+	l.e = nil
+	p := l.p
+	p.mu.Lock()
+	keep := reusable && !p.closed && e.uses < p.cfg.MaxUseCount
+	if keep {
+		e.since = p.now()
+		p.idle = append(p.idle, e)
+		p.poke()
+	}
+	p.mu.Unlock()
+	if keep {
+		return nil
+	}
+	return e.item.Close(ctx)
+}
+
+// Release ends the slot. A warm VM the job never took (no job came, or it
+// wanted another template) goes back to the pool.
+func (p *Pool[T]) Release(l *Lease[T]) {
+	if l == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l.released {
+		return
+	}
+	l.released = true
+	p.inUse--
+	if l.e != nil && !l.taken {
+		if p.closed {
+			p.destroyLocked(l.e.item)
+		} else {
+			p.idle = append([]*entry[T]{l.e}, p.idle...)
+		}
+		l.e = nil
+	}
+	p.poke()
+}
+
+// Stats reports the pool's current sizes.
+func (p *Pool[T]) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse}
+}
+
+// Shutdown destroys the idle VMs, cancels boots in progress (their VMs are
+// destroyed by the boot itself) and waits for all of it, or for ctx.
+func (p *Pool[T]) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		for _, e := range p.idle {
+			p.destroyLocked(e.item)
+		}
+		p.idle = nil
+	}
+	p.mu.Unlock()
+	p.cancel()
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bhyve pool: shutdown did not finish: %w", ctx.Err())
+	}
+}
+
+func (p *Pool[T]) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pool[T]) loop() {
+	defer p.wg.Done()
+	t := time.NewTicker(checkEvery)
+	defer t.Stop()
+	for {
+		p.maintain()
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// maintain reaps surplus idle VMs and starts the boots the policy wants.
+func (p *Pool[T]) maintain() {
+	cfg, err := p.f.Config()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.logf("bhyve pool: keeping the previous pool settings: %v", err)
+	} else {
+		p.cfg = cfg
+	}
+	if p.closed {
+		return
+	}
+	now := p.now()
+
+	// Surplus idle VMs, oldest first, once they have idled idle_time.
+	for len(p.idle) > p.cfg.IdleCount && now.Sub(p.idle[0].since) >= p.cfg.IdleTime {
+		p.destroyLocked(p.idle[0].item)
+		p.idle = p.idle[1:]
+	}
+
+	want := p.cfg.IdleCount - len(p.idle) - p.booting
+	if p.cfg.Limit > 0 {
+		want = min(want, p.cfg.Limit-len(p.idle)-p.booting-p.inUse)
+	}
+	want = min(want, p.cfg.MaxConcurrentBoots-p.booting)
+	if want <= 0 || now.Before(p.retryAt) {
+		return
+	}
+	p.booting += want
+	for range want {
+		p.wg.Add(1)
+		go p.boot()
+	}
+}
+
+func (p *Pool[T]) boot() {
+	defer p.wg.Done()
+	item, err := p.f.Create(p.ctx)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.booting--
+	defer p.poke()
+	if err != nil {
+		if p.ctx.Err() == nil {
+			p.failures++
+			// Back off so a broken template does not turn into a clone and
+			// destroy loop: 1s, 2s, 4s ... at most a minute.
+			backoff := min(time.Second<<min(p.failures-1, 6), time.Minute)
+			p.retryAt = p.now().Add(backoff)
+			p.logf("bhyve pool: booting an idle VM failed (%d in a row, next try in %s): %v", p.failures, backoff, err)
+		}
+		return
+	}
+	p.failures = 0
+	if p.closed {
+		p.destroyLocked(item)
+		return
+	}
+	p.idle = append(p.idle, &entry[T]{item: item, since: p.now()})
+}
+
+func (p *Pool[T]) destroy(item T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.destroyLocked(item)
+}
+
+// destroyLocked closes a VM in the background; Shutdown waits for it.
+func (p *Pool[T]) destroyLocked(item T) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := item.Close(ctx); err != nil {
+			p.logf("bhyve pool: destroying a VM: %v", err)
+		}
+	}()
+}

@@ -1,0 +1,303 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type fakeVM struct {
+	id     int
+	dead   atomic.Bool
+	closed atomic.Int32
+}
+
+func (v *fakeVM) Ping(ctx context.Context) error {
+	if v.dead.Load() {
+		return errors.New("connection lost")
+	}
+	return nil
+}
+
+func (v *fakeVM) Close(ctx context.Context) error {
+	v.closed.Add(1)
+	return nil
+}
+
+// factory boots fake VMs, optionally slowly or failing, and records how
+// many boots ran at once.
+type factory struct {
+	mu        sync.Mutex
+	cfg       Config
+	made      []*fakeVM
+	fail      int // fail this many boots first
+	bootTime  time.Duration
+	running   int
+	maxAtOnce int
+	attempts  int
+	block     bool // boots wait for ctx to end
+}
+
+func (f *factory) Config() (Config, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cfg, nil
+}
+
+func (f *factory) set(mut func(*Config)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mut(&f.cfg)
+}
+
+func (f *factory) Create(ctx context.Context) (*fakeVM, error) {
+	f.mu.Lock()
+	f.attempts++
+	f.running++
+	f.maxAtOnce = max(f.maxAtOnce, f.running)
+	failing := f.fail > 0
+	if failing {
+		f.fail--
+	}
+	wait, block := f.bootTime, f.block
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
+	if block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if failing {
+		return nil, errors.New("clone failed")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := &fakeVM{id: len(f.made)}
+	f.made = append(f.made, v)
+	return v, nil
+}
+
+func (f *factory) snapshot() (made []*fakeVM, maxAtOnce, attempts int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*fakeVM(nil), f.made...), f.maxAtOnce, f.attempts
+}
+
+func newPool(t *testing.T, f *factory) *Pool[*fakeVM] {
+	t.Helper()
+	p, err := New[*fakeVM](f, t.Logf)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, p.Shutdown(context.Background()))
+		made, _, _ := f.snapshot()
+		for _, v := range made {
+			assert.Equal(t, int32(1), v.closed.Load(), "VM %d is destroyed exactly once by the end", v.id)
+		}
+	})
+	return p
+}
+
+func waitStats(t *testing.T, p *Pool[*fakeVM], want Stats) {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.Stats() == want }, 5*time.Second, 5*time.Millisecond, "want %+v, have %+v", want, p.Stats())
+}
+
+func TestFillsToIdleCountWithBoundedConcurrentBoots(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 5, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 2}, bootTime: 30 * time.Millisecond}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 5})
+	_, maxAtOnce, attempts := f.snapshot()
+	assert.Equal(t, 2, maxAtOnce, "max_concurrent_boots")
+	assert.Equal(t, 5, attempts)
+}
+
+func TestWarmPickupReplenishesAndNeverReuses(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 2, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 2}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 2})
+
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	vm, ok := l.Take(context.Background())
+	require.True(t, ok)
+	waitStats(t, p, Stats{Idle: 2, InUse: 1}) // replenished in the background
+
+	require.NoError(t, l.Finish(context.Background(), true))
+	assert.Equal(t, int32(1), vm.closed.Load(), "max_use_count 1: destroyed after its job")
+	p.Release(l)
+	p.Release(l) // idempotent
+	waitStats(t, p, Stats{Idle: 2})
+}
+
+func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 2, MaxConcurrentBoots: 1}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 1})
+
+	use := func() *fakeVM {
+		l, err := p.Acquire()
+		require.NoError(t, err)
+		vm, ok := l.Take(context.Background())
+		require.True(t, ok)
+		require.NoError(t, l.Finish(context.Background(), true))
+		p.Release(l)
+		return vm
+	}
+	first := use()
+	assert.Zero(t, first.closed.Load(), "back in the pool after its first job")
+	second := use()
+	assert.Same(t, first, second)
+	assert.Equal(t, int32(1), second.closed.Load(), "destroyed after its second job")
+
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	vm, ok := l.Take(context.Background())
+	if ok {
+		// A failed job's VM is never put back, whatever max_use_count says.
+		require.NoError(t, l.Finish(context.Background(), false))
+		assert.Equal(t, int32(1), vm.closed.Load())
+	}
+	p.Release(l)
+}
+
+func TestColdWhenEmptyExhaustedAtLimit(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 0, MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: 2}}
+	p := newPool(t, f)
+
+	a, err := p.Acquire()
+	require.NoError(t, err)
+	_, ok := a.Take(context.Background())
+	assert.False(t, ok, "idle_count 0: every job boots its VM")
+	b, err := p.Acquire()
+	require.NoError(t, err)
+	_, err = p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted, "two jobs run, the limit is two")
+
+	p.Release(a)
+	c, err := p.Acquire()
+	require.NoError(t, err)
+	p.Release(b)
+	p.Release(c)
+	_, _, attempts := f.snapshot()
+	assert.Zero(t, attempts)
+}
+
+func TestLimitCapsIdlePlusBootingPlusInUse(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 3, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 3, Limit: 3}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 3})
+
+	var leases []*Lease[*fakeVM]
+	for range 3 {
+		l, err := p.Acquire()
+		require.NoError(t, err)
+		_, ok := l.Take(context.Background())
+		require.True(t, ok)
+		leases = append(leases, l)
+	}
+	_, err := p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted)
+	time.Sleep(2 * checkEvery)
+	assert.Equal(t, Stats{InUse: 3}, p.Stats(), "no boots beyond the limit while 3 jobs run")
+
+	for _, l := range leases {
+		require.NoError(t, l.Finish(context.Background(), true))
+		p.Release(l)
+	}
+	waitStats(t, p, Stats{Idle: 3})
+}
+
+func TestUntakenLeaseGoesBackAndDeadIdleVMIsReplaced(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 1}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 1})
+
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	p.Release(l) // no job came
+	waitStats(t, p, Stats{Idle: 1})
+	made, _, _ := f.snapshot()
+	require.Len(t, made, 1, "the same VM went back")
+
+	made[0].dead.Store(true)
+	l, err = p.Acquire()
+	require.NoError(t, err)
+	_, ok := l.Take(context.Background())
+	assert.False(t, ok, "a dead idle VM is not handed to a job")
+	p.Release(l)
+	require.Eventually(t, func() bool { return made[0].closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	waitStats(t, p, Stats{Idle: 1})
+}
+
+func TestSurplusIdleVMsGoAfterIdleTime(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 3, IdleTime: 200 * time.Millisecond, MaxUseCount: 1, MaxConcurrentBoots: 3}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 3})
+
+	f.set(func(c *Config) { c.IdleCount = 1 })
+	p.poke()
+	waitStats(t, p, Stats{Idle: 1})
+	made, _, _ := f.snapshot()
+	closed := 0
+	for _, v := range made {
+		closed += int(v.closed.Load())
+	}
+	assert.Equal(t, 2, closed)
+}
+
+func TestFailedBootsBackOff(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 1}, fail: 2}
+	p := newPool(t, f)
+	time.Sleep(1500 * time.Millisecond)
+	_, _, attempts := f.snapshot()
+	assert.LessOrEqual(t, attempts, 2, "1s after the first failure at most one retry: no hot loop")
+	waitStatsWithin(t, p, Stats{Idle: 1}, 15*time.Second)
+}
+
+func waitStatsWithin(t *testing.T, p *Pool[*fakeVM], want Stats, d time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.Stats() == want }, d, 10*time.Millisecond, "want %+v, have %+v", want, p.Stats())
+}
+
+func TestShutdownDrains(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 2, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 2}}
+	p, err := New[*fakeVM](f, t.Logf)
+	require.NoError(t, err)
+	waitStats(t, p, Stats{Idle: 2})
+	f.mu.Lock()
+	f.block = true
+	f.mu.Unlock()
+
+	l, err := p.Acquire() // triggers a replacement boot, which blocks
+	require.NoError(t, err)
+	vm, ok := l.Take(context.Background())
+	require.True(t, ok)
+	require.Eventually(t, func() bool { return p.Stats().Booting == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	require.NoError(t, p.Shutdown(context.Background()))
+	made, _, _ := f.snapshot()
+	assert.Equal(t, int32(1), made[1].closed.Load(), "the idle VM was destroyed")
+	_, err = p.Acquire()
+	assert.ErrorIs(t, err, ErrClosed)
+
+	// The job still running finishes after shutdown: its VM is destroyed,
+	// never returned.
+	require.NoError(t, l.Finish(context.Background(), true))
+	assert.Equal(t, int32(1), vm.closed.Load())
+	p.Release(l)
+	assert.Equal(t, Stats{}, p.Stats())
+}
