@@ -158,6 +158,8 @@ func TestGuestBoots(t *testing.T) {
 			t.Errorf("vm stop: %s", r)
 		}
 		waitState(t, ctx, h, name, "Stopped")
+		// vm::unlock removes run.lock, then console.
+		waitNoSupervisor(t, ctx, h, name)
 		if fileExists(filepath.Join(h.VMDir(), name, "run.lock")) || fileExists(filepath.Join(h.VMDir(), name, "console")) {
 			t.Error("run.lock or console left after a clean stop")
 		}
