@@ -1,6 +1,7 @@
 package jobvm
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -65,6 +66,14 @@ func slug(s string, max int) string {
 // slot, so `vm list` shows at a glance which job a VM serves.
 func JobVMName(prefix, runner string, jobID int64, slot int) string {
 	return fmt.Sprintf("%s%s-%d-%d", prefix, slug(runner, 24), jobID, slot)
+}
+
+// PoolVMName names a warm-pool VM, which serves no job yet: prefix, runner
+// and a random suffix.
+func PoolVMName(prefix, runner string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s%s-p%s", prefix, slug(runner, 24), hex.EncodeToString(b[:]))
 }
 
 // marker is the ownership record of one VM as read back from its NAME.conf.

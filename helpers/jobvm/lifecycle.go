@@ -124,6 +124,10 @@ type VM struct {
 	MAC      net.HardwareAddr
 	Address  Address
 	Timings  []Timing
+	// Shell is the command line stage scripts are piped to; it starts as the
+	// Manager's and a front-end may set its own (upstream's generated
+	// BuildShell) before the first stage.
+	Shell string
 
 	m      *Manager
 	conn   Conn
@@ -160,7 +164,7 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	}
 
 	m.Held.Add(name)
-	v := &VM{Name: name, Template: m.Config.Template, m: m}
+	v := &VM{Name: name, Template: m.Config.Template, Shell: m.Config.Shell, m: m}
 	cloned := false
 	defer func() {
 		if err == nil {
@@ -314,7 +318,7 @@ func (v *VM) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer
 	if closed || conn == nil {
 		return fmt.Errorf("VM %s is not connected", v.Name)
 	}
-	return conn.Run(ctx, v.m.Config.Shell, script, stdout, stderr)
+	return conn.Run(ctx, v.Shell, script, stdout, stderr)
 }
 
 // Ping checks, in one round trip, that the VM's SSH connection still works;
@@ -341,7 +345,7 @@ func (m *Manager) Attach(ctx context.Context, name string, addr netip.Addr) (*VM
 		return nil, fmt.Errorf("attach to %s: it carries no ownership marker of this runner", name)
 	}
 	mac, _ := net.ParseMAC(conf[keyMAC])
-	v := &VM{Name: name, Template: m.Config.Template, MAC: mac, Address: Address{IP: addr}, m: m}
+	v := &VM{Name: name, Template: m.Config.Template, Shell: m.Config.Shell, MAC: mac, Address: Address{IP: addr}, m: m}
 	if err := m.phase(v, PhaseSSH, func() error {
 		c, err := m.SSH.Connect(ctx, addr, v.Template)
 		v.conn = c

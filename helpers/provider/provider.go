@@ -1,0 +1,411 @@
+// Package provider is everything the native executor keeps for the life of
+// the gitlab-runner process, across jobs and runners: the view of the bhyve
+// host, one warm pool per runner, the first-start sweep and the metrics. It
+// speaks in the core's terms; executors/bhyve only translates upstream's
+// calls into these.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/metrics"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/pool"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
+)
+
+// Runner is what the front-end knows about one [[runners]] entry.
+type Runner struct {
+	Name         string // `name` in config.toml: the key of its bhyve.toml section
+	SettingsPath string // where its bhyve.toml is
+	Limit        int    // `limit` in config.toml; 0 means none
+}
+
+// Settings reads the runner's bhyve.toml afresh.
+func (r Runner) Settings() (*settings.Settings, error) {
+	return settings.Load(r.SettingsPath, r.Name)
+}
+
+// ErrExhausted means the runner's pool is empty and at its limit: ask GitLab
+// for no job until a VM is free.
+var ErrExhausted = pool.ErrExhausted
+
+// Provider is the process-wide state. The zero value is not usable; use New.
+type Provider struct {
+	metrics *metrics.Collector
+	// Dialer connects to guests (nil: a plain net.Dialer). The simulated
+	// host's tests inject one that dials inside its network namespace.
+	Dialer guestssh.Dialer
+	// Logf is the runner's log (never a job's).
+	Logf func(format string, args ...any)
+	// SweepTimeout bounds the first-start sweep.
+	SweepTimeout time.Duration
+
+	once    sync.Once
+	host    *jobvm.Host
+	hostErr error
+
+	mu      sync.Mutex
+	runners map[string]*runnerState
+}
+
+type runnerState struct {
+	start  sync.Once
+	mu     sync.Mutex
+	runner Runner // the latest the front-end passed
+	pool   *pool.Pool[*jobvm.VM]
+	swept  chan struct{} // closed when the first-start sweep is done
+}
+
+// New returns a Provider. It touches nothing on the host: upstream builds
+// every provider at every process start, helper commands included.
+func New() *Provider {
+	return &Provider{metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, runners: map[string]*runnerState{}}
+}
+
+// Collector is the provider's Prometheus collector.
+func (p *Provider) Collector() prometheus.Collector { return p.metrics }
+
+// jobHost is made on first use. The native executor's VMs are held by this
+// very process.
+func (p *Provider) jobHost() (*jobvm.Host, error) {
+	p.once.Do(func() {
+		p.host, p.hostErr = jobvm.NewHost(os.Getpid(), true)
+		if p.host != nil {
+			p.host.Dialer = p.Dialer
+			p.host.Logf = p.Logf
+		}
+		p.metrics.SetPools(p.poolStats)
+	})
+	return p.host, p.hostErr
+}
+
+// Slot is one job's claim on the runner's capacity, taken before GitLab is
+// asked for a job: a warm VM, or leave to boot one.
+type Slot struct {
+	state *runnerState
+	lease *pool.Lease[*jobvm.VM]
+}
+
+// Acquire claims capacity for the next job of runner r. The first call for
+// a runner sweeps its orphans (in the background) and starts its pool.
+func (p *Provider) Acquire(r Runner) (*Slot, error) {
+	st, err := p.state(r)
+	if err != nil {
+		return nil, err
+	}
+	st.mu.Lock()
+	pl := st.pool
+	st.mu.Unlock()
+	if pl == nil {
+		// The pool could not start (settings broken): let the job come and
+		// fail with the settings error in its log, where operators look.
+		return &Slot{state: st}, nil
+	}
+	lease, err := pl.Acquire()
+	if err != nil {
+		return nil, err
+	}
+	return &Slot{state: st, lease: lease}, nil
+}
+
+// Release ends a slot after its job (or when no job came).
+func (p *Provider) Release(s *Slot) {
+	if s == nil || s.lease == nil {
+		return
+	}
+	s.state.mu.Lock()
+	pl := s.state.pool
+	s.state.mu.Unlock()
+	pl.Release(s.lease)
+}
+
+func (p *Provider) state(r Runner) (*runnerState, error) {
+	host, err := p.jobHost()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	st, ok := p.runners[r.Name]
+	if !ok {
+		st = &runnerState{runner: r, swept: make(chan struct{})}
+		p.runners[r.Name] = st
+	}
+	p.mu.Unlock()
+
+	st.mu.Lock()
+	st.runner = r
+	st.mu.Unlock()
+
+	// First sight of this runner in this process: sweep what a previous
+	// process left, then fill the pool (its VMs are held, sweeps skip them).
+	// Concurrent first Acquires wait here for one start; the pool's factory
+	// takes st.mu, so it must not be held while the pool starts.
+	st.start.Do(func() {
+		go p.sweepOnce(host, st)
+		pl, err := pool.New[*jobvm.VM](&poolFactory{p: p, host: host, st: st}, p.Logf)
+		if err != nil {
+			p.Logf("bhyve: runner %q: warm pool not started: %v", r.Name, err)
+			return
+		}
+		st.mu.Lock()
+		st.pool = pl
+		st.mu.Unlock()
+	})
+	return st, nil
+}
+
+func (p *Provider) sweepOnce(host *jobvm.Host, st *runnerState) {
+	defer close(st.swept)
+	st.mu.Lock()
+	r := st.runner
+	st.mu.Unlock()
+	s, err := r.Settings()
+	if err != nil {
+		p.Logf("bhyve: runner %q: not sweeping orphaned VMs: %v", r.Name, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.SweepTimeout)
+	defer cancel()
+	found, err := host.Manager(s, "", "").Sweep(ctx, false)
+	swept := 0
+	for _, f := range found {
+		if f.Verdict == jobvm.Orphan {
+			if f.Err == nil {
+				swept++
+			}
+			p.Logf("bhyve: runner %q: orphaned VM %s (job %d): destroyed: %v", r.Name, f.Name, f.Job, errOrOK(f.Err))
+		}
+	}
+	p.metrics.Swept(r.Name, swept)
+	if err != nil {
+		p.Logf("bhyve: runner %q: sweeping orphaned VMs: %v", r.Name, err)
+	}
+}
+
+// WaitSwept blocks until the first-start sweep of runner name has finished.
+func (p *Provider) WaitSwept(ctx context.Context, name string) error {
+	p.mu.Lock()
+	st, ok := p.runners[name]
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("runner %q was never acquired", name)
+	}
+	select {
+	case <-st.swept:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// poolFactory boots pool VMs from the runner's current settings.
+type poolFactory struct {
+	p    *Provider
+	host *jobvm.Host
+	st   *runnerState
+}
+
+func (f *poolFactory) Config() (pool.Config, error) {
+	f.st.mu.Lock()
+	r := f.st.runner
+	f.st.mu.Unlock()
+	s, err := r.Settings()
+	if err != nil {
+		return pool.Config{}, err
+	}
+	return pool.Config{
+		IdleCount:          s.Pool.IdleCount,
+		IdleTime:           s.Pool.IdleTime,
+		MaxUseCount:        s.Pool.MaxUseCount,
+		MaxConcurrentBoots: s.Pool.MaxConcurrentBoots,
+		Limit:              r.Limit,
+	}, nil
+}
+
+func (f *poolFactory) Create(ctx context.Context) (*jobvm.VM, error) {
+	f.st.mu.Lock()
+	r := f.st.runner
+	f.st.mu.Unlock()
+	s, err := r.Settings()
+	if err != nil {
+		return nil, err
+	}
+	m := f.host.Manager(s, "", "")
+	m.Observer = f.p.metrics.Observer(r.Name)
+	return m.CreateNamed(ctx, jobvm.PoolVMName(s.NamePrefix, r.Name), 0, func(format string, args ...any) {
+		f.p.Logf("bhyve: runner %q: pool: "+format, append([]any{r.Name}, args...)...)
+	})
+}
+
+// Request is what a job asks of its VM.
+type Request struct {
+	JobID int64
+	Slot  int    // the job's concurrency slot (CI_CONCURRENT_ID)
+	Image string // the job's image:, already expanded
+	Shell string // the command line stage scripts are piped to ("" = settings)
+	// Observer, if set, also sees the VM's phases (the native executor maps
+	// them to executor stages).
+	Observer jobvm.Observer
+}
+
+// Job is one job's VM and where it came from.
+type Job struct {
+	VM   *jobvm.VM
+	Warm bool
+
+	p      *Provider
+	runner string
+	lease  *pool.Lease[*jobvm.VM]
+}
+
+// Prepare gives the job its VM: the slot's warm VM when the job wants the
+// pooled template and the VM still answers, otherwise one booted now.
+func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Request, logf jobvm.Logf) (*Job, error) {
+	start := time.Now()
+	s, err := r.Settings()
+	if err != nil {
+		return nil, err
+	}
+	template, err := s.SelectTemplate(req.Image)
+	if err != nil {
+		return nil, err
+	}
+	host, err := p.jobHost()
+	if err != nil {
+		return nil, err
+	}
+	shell := req.Shell
+	if shell == "" {
+		shell = s.ShellCommand()
+	}
+	job := &Job{p: p, runner: r.Name}
+	if slot != nil && slot.lease != nil && template == s.Template {
+		if vm, ok := slot.lease.Take(ctx); ok {
+			vm.Shell = shell
+			job.VM, job.Warm, job.lease = vm, true, slot.lease
+			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm))
+			p.metrics.Ready(r.Name, true, time.Since(start))
+			return job, nil
+		}
+	}
+
+	m := host.Manager(s, template, shell)
+	m.Observer = observers{p.metrics.Observer(r.Name), req.Observer}
+	vm, err := m.Create(ctx, jobvm.Job{ID: req.JobID, Slot: req.Slot}, logf)
+	if err != nil {
+		return nil, err
+	}
+	job.VM = vm
+	p.metrics.Ready(r.Name, false, time.Since(start))
+	return job, nil
+}
+
+// Run runs one stage in the job's VM.
+func (j *Job) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer) error {
+	err := j.VM.Run(ctx, script, stdout, stderr)
+	j.p.metrics.StageFailed(j.runner, err)
+	return err
+}
+
+// Finish is the end of the job's use of its VM: a warm VM goes back to the
+// pool if max_use_count allows and the job went well, any other is
+// destroyed. Idempotent.
+func (j *Job) Finish(ctx context.Context, jobErr error) error {
+	if j == nil {
+		return nil
+	}
+	if j.lease != nil {
+		lease := j.lease
+		j.lease = nil
+		return lease.Finish(ctx, jobErr == nil)
+	}
+	return j.VM.Close(ctx)
+}
+
+// Shutdown drains every pool: idle VMs are destroyed, boots cancelled.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	states := make([]*runnerState, 0, len(p.runners))
+	for _, st := range p.runners {
+		states = append(states, st)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, st := range states {
+		st.mu.Lock()
+		pl := st.pool
+		st.mu.Unlock()
+		if pl != nil {
+			errs = append(errs, pl.Shutdown(ctx))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Provider) poolStats() []metrics.PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]metrics.PoolStats, 0, len(p.runners))
+	for name, st := range p.runners {
+		st.mu.Lock()
+		pl := st.pool
+		st.mu.Unlock()
+		if pl == nil {
+			continue
+		}
+		s := pl.Stats()
+		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse})
+	}
+	slices.SortFunc(out, func(a, b metrics.PoolStats) int {
+		if a.Runner < b.Runner {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// observers fans phases out to several observers; nil entries are skipped.
+type observers []jobvm.Observer
+
+func (o observers) PhaseStarted(vm string, ph jobvm.Phase) {
+	for _, x := range o {
+		if x != nil {
+			x.PhaseStarted(vm, ph)
+		}
+	}
+}
+
+func (o observers) PhaseDone(vm string, ph jobvm.Phase, took time.Duration, err error) {
+	for _, x := range o {
+		if x != nil {
+			x.PhaseDone(vm, ph, took, err)
+		}
+	}
+}
+
+func bootTime(vm *jobvm.VM) time.Duration {
+	var total time.Duration
+	for _, t := range vm.Timings {
+		total += t.Took
+	}
+	return total.Round(time.Millisecond)
+}
+
+func errOrOK(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}

@@ -1,0 +1,169 @@
+package provider_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+)
+
+func newProvider(t *testing.T, h *fixture.Host) *provider.Provider {
+	t.Helper()
+	p := provider.New()
+	p.Dialer = h
+	p.Logf = t.Logf
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		assert.NoError(t, p.Shutdown(ctx))
+		for _, name := range vmNames(t, h) {
+			assert.False(t, strings.HasPrefix(name, "ci-"), "shutdown drained every pool VM, %s is left", name)
+		}
+	})
+	return p
+}
+
+func vmNames(t *testing.T, h *fixture.Host) []string {
+	t.Helper()
+	out, err := exec.Command(h.VMCommand(), "list").Output()
+	require.NoError(t, err)
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n")[1:] {
+		names = append(names, strings.Fields(line)[0])
+	}
+	return names
+}
+
+func gauge(t *testing.T, p *provider.Provider, state string) float64 {
+	t.Helper()
+	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_vms")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, `state="`+state+`"`) {
+			var v float64
+			_, err := fmt.Sscan(strings.Fields(line)[1], &v)
+			require.NoError(t, err)
+			return v
+		}
+	}
+	return -1
+}
+
+func TestWarmPoolServesJobsAndReplenishes(t *testing.T) {
+	h := fixture.New(t, sim.Options{}, "[runners.\"sim-runner\".pool]", "idle_count = 2", "max_concurrent_boots = 2")
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 4}
+
+	first, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(first) // no job came: the pool fills meanwhile
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 2 }, 60*time.Second, 50*time.Millisecond)
+
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	start := time.Now()
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	require.NoError(t, err)
+	t.Logf("warm prepare took %s", time.Since(start))
+	assert.True(t, job.Warm)
+	var out strings.Builder
+	require.NoError(t, job.Run(context.Background(), strings.NewReader("hostname"), &out, io.Discard))
+	assert.Equal(t, job.VM.Name+"\n", out.String())
+	assert.Equal(t, float64(1), gauge(t, p, "in_use"))
+
+	require.NoError(t, job.Finish(context.Background(), nil))
+	p.Release(slot)
+	assert.NotContains(t, vmNames(t, h), job.VM.Name, "max_use_count 1: the job's VM is gone")
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 2 }, 60*time.Second, 50*time.Millisecond, "replenished")
+}
+
+func TestOtherTemplateGoesColdAndTheWarmVMGoesBack(t *testing.T) {
+	h := fixture.New(t, sim.Options{}, `allowed_images = ["tmpl2"]`, "[runners.\"sim-runner\".pool]", "idle_count = 1")
+	require.NoError(t, h.AddTemplate("tmpl2", "base"))
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+
+	warmup, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(warmup)
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 60*time.Second, 50*time.Millisecond)
+
+	var warm []string
+	for _, name := range vmNames(t, h) {
+		if strings.HasPrefix(name, "ci-sim-runner-p") {
+			warm = append(warm, name)
+		}
+	}
+	require.Len(t, warm, 1)
+
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 2, Image: "tmpl2"}, t.Logf)
+	require.NoError(t, err)
+	assert.False(t, job.Warm)
+	assert.Equal(t, "tmpl2", job.VM.Template)
+	assert.Equal(t, jobvm.JobVMName("ci-", fixture.Runner, 2, 0), job.VM.Name)
+	require.NoError(t, job.Finish(context.Background(), nil))
+	p.Release(slot)
+	// The pool replaced the VM it reserved for this slot, so with the unused
+	// one back it holds one surplus VM until idle_time.
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 2 }, 60*time.Second, 50*time.Millisecond, "the unused warm VM went back to the pool")
+	assert.Contains(t, vmNames(t, h), warm[0])
+}
+
+func TestLimitExhaustsThePool(t *testing.T) {
+	h := fixture.New(t, sim.Options{})
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+	a, err := p.Acquire(r)
+	require.NoError(t, err)
+	_, err = p.Acquire(r)
+	require.ErrorIs(t, err, provider.ErrExhausted)
+	p.Release(a)
+	b, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(b)
+}
+
+func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
+	h := fixture.New(t, sim.Options{})
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+
+	// A previous runner process, now dead, left its job VM running.
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	old, err := jobvm.NewHost(dead.Process.Pid, true)
+	if err != nil {
+		// The process is gone already, so no start time: forge its identity.
+		old = &jobvm.Host{Holder: jobvm.Holder(fmt.Sprintf("%d@1", dead.Process.Pid)), HolderIsSelf: true, Held: &jobvm.HeldSet{}}
+	}
+	old.Dialer = h
+	s, err := r.Settings()
+	require.NoError(t, err)
+	vm, err := old.Manager(s, "", "").Create(context.Background(), jobvm.Job{ID: 9}, t.Logf)
+	require.NoError(t, err)
+	require.NoError(t, vm.Detach())
+
+	p := newProvider(t, h)
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	require.NoError(t, p.WaitSwept(context.Background(), r.Name))
+	p.Release(slot)
+	assert.NotContains(t, vmNames(t, h), vm.Name)
+	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_orphans_swept_total")
+	require.NoError(t, err)
+	assert.Contains(t, string(out), `gitlab_runner_bhyve_orphans_swept_total{runner="sim-runner"} 1`)
+}
