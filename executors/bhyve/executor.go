@@ -1,7 +1,7 @@
-// Package bhyve adapts the runner-agnostic job-VM core (helpers/jobvm) to
-// upstream GitLab Runner's executor API. It holds no behaviour of its own: it
-// maps upstream calls onto the core and core failures onto upstream's
-// BuildError reasons.
+// Package bhyve adapts the runner-agnostic core (helpers/provider and
+// helpers/jobvm) to upstream GitLab Runner's executor API. It holds no
+// behaviour of its own: it maps upstream calls onto the core and core
+// failures onto upstream's BuildError reasons.
 package bhyve
 
 import (
@@ -16,24 +16,26 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+	core "gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
 )
 
-const (
-	// cleanupTimeout bounds Cleanup, which runs on its own background
-	// context: the job's context may already be cancelled, and the VM must
-	// go anyway.
-	cleanupTimeout = 5 * time.Minute
-	sweepTimeout   = 10 * time.Minute
-)
+// cleanupTimeout bounds Cleanup, which runs on its own background context:
+// the job's context may already be cancelled, and the VM must go anyway.
+const cleanupTimeout = 5 * time.Minute
 
 type executor struct {
 	executors.AbstractExecutor
 	provider *provider
-	vm       *jobvm.VM
+	job      *core.Job
+	jobErr   error // what Finish was told
 }
 
 func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
-	s, err := settingsFor(options.Config)
+	r, err := runner(options.Config)
+	if err != nil {
+		return buildError(failure.Configf("%w", err))
+	}
+	s, err := r.Settings()
 	if err != nil {
 		return buildError(err)
 	}
@@ -43,24 +45,25 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 	if err := e.AbstractExecutor.Prepare(options); err != nil {
 		return err
 	}
+	if s.SSH.InsecureSkipHostKeyCheck {
+		e.BuildLogger.Warningln("bhyve: ssh.insecure_skip_host_key_check is set: the VM's identity is not verified")
+	}
 
-	template, err := s.SelectTemplate(e.ExpandValue(e.Build.Image.Name))
+	slot, _ := options.Build.ExecutorData.(*core.Slot)
+	e.job, err = e.provider.core.Prepare(options.Context, slot, r, core.Request{
+		JobID:    e.Build.ID,
+		Slot:     e.Build.RunnerID,
+		Image:    e.ExpandValue(e.Build.Image.Name),
+		Shell:    e.BuildShell.CmdLine,
+		Observer: stages{e},
+	}, e.logf)
 	if err != nil {
-		e.BuildLogger.Errorln(err.Error())
+		if failure.KindOf(err) == failure.Config {
+			e.BuildLogger.Errorln(err.Error())
+		}
 		return buildError(err)
 	}
-	host, err := e.provider.jobHost()
-	if err != nil {
-		return err
-	}
-	m := host.Manager(s, template, e.BuildShell.CmdLine)
-	m.Observer = stages{e: e, next: m.Observer}
-
-	e.vm, err = m.Create(options.Context, jobvm.Job{ID: e.Build.ID, Slot: e.Build.RunnerID}, e.logf)
-	if err != nil {
-		return buildError(err)
-	}
-	e.Build.Hostname = e.vm.Name
+	e.Build.Hostname = e.job.VM.Name
 	return nil
 }
 
@@ -71,7 +74,7 @@ func (e *executor) logf(format string, args ...any) {
 // Run runs one stage over the job's SSH connection, on the stage's own
 // context (never the prepare context, which ends with prepare_timeout).
 func (e *executor) Run(cmd common.ExecutorCommand) error {
-	if e.vm == nil {
+	if e.job == nil {
 		return fmt.Errorf("bhyve: no VM prepared for stage %s", cmd.Stage)
 	}
 	stdout := e.BuildLogger.Stream(buildlogger.StreamWorkLevel, buildlogger.Stdout)
@@ -79,17 +82,25 @@ func (e *executor) Run(cmd common.ExecutorCommand) error {
 	stderr := e.BuildLogger.Stream(buildlogger.StreamWorkLevel, buildlogger.Stderr)
 	defer stderr.Close()
 
-	return buildError(e.vm.Run(cmd.Context, strings.NewReader(cmd.Script), stdout, stderr))
+	return buildError(e.job.Run(cmd.Context, strings.NewReader(cmd.Script), stdout, stderr))
 }
 
-// Cleanup destroys the VM. Upstream calls it after every Prepare, failed or
-// not, and may call it more than once; jobvm.VM.Close is idempotent.
+// Finish records the job's outcome: a warm VM whose job failed is not put
+// back into the pool even when max_use_count would allow it.
+func (e *executor) Finish(err error) {
+	e.jobErr = err
+	e.AbstractExecutor.Finish(err)
+}
+
+// Cleanup destroys the VM (or returns it to the pool). Upstream calls it
+// after every Prepare, failed or not, and may call it more than once.
 func (e *executor) Cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	if err := e.vm.Close(ctx); err != nil {
+	if err := e.job.Finish(ctx, e.jobErr); err != nil {
 		e.BuildLogger.Warningln("bhyve: destroying the job VM:", err.Error())
 	}
+	e.job = nil
 	e.AbstractExecutor.Cleanup()
 }
 
@@ -114,20 +125,10 @@ func buildError(err error) error {
 // stages shows the VM's phases as executor stages (bhyve_clone, bhyve_boot,
 // bhyve_address, bhyve_ssh, bhyve_destroy), so upstream's job metrics say
 // where a slow prepare spent its time.
-type stages struct {
-	e    *executor
-	next jobvm.Observer
-}
+type stages struct{ e *executor }
 
-func (s stages) PhaseStarted(vm string, p jobvm.Phase) {
+func (s stages) PhaseStarted(_ string, p jobvm.Phase) {
 	s.e.SetCurrentStage(common.ExecutorStage("bhyve_" + string(p)))
-	if s.next != nil {
-		s.next.PhaseStarted(vm, p)
-	}
 }
 
-func (s stages) PhaseDone(vm string, p jobvm.Phase, took time.Duration, err error) {
-	if s.next != nil {
-		s.next.PhaseDone(vm, p, took, err)
-	}
-}
+func (s stages) PhaseDone(string, jobvm.Phase, time.Duration, error) {}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -16,7 +17,8 @@ import (
 
 // These tests compile only where every upstream module is available (the
 // project's full-access pipeline); elsewhere `make typecheck` checks them.
-// The behaviour behind the adapter is tested in helpers/jobvm.
+// The behaviour behind the adapter is tested in helpers/provider and
+// helpers/jobvm on the simulated host.
 
 func TestProviderPassesUpstreamValidationWithoutTouchingTheHost(t *testing.T) {
 	p := NewProvider()
@@ -26,7 +28,12 @@ func TestProviderPassesUpstreamValidationWithoutTouchingTheHost(t *testing.T) {
 	var features common.FeaturesInfo
 	require.NoError(t, p.GetFeatures(&features))
 	assert.True(t, features.Variables)
-	assert.Nil(t, p.(*provider).host, "no host state is created at construction")
+
+	_, managed := p.(common.ManagedExecutorProvider)
+	assert.True(t, managed, "Shutdown drains the warm pools")
+	c, collector := p.(prometheus.Collector)
+	require.True(t, collector, "upstream only serves metrics of providers that are collectors")
+	require.NoError(t, prometheus.NewRegistry().Register(c))
 }
 
 func TestBuildErrorMapping(t *testing.T) {
@@ -64,4 +71,11 @@ func TestCleanupWithoutPrepareIsHarmless(t *testing.T) {
 	e.Cleanup()
 	e.Cleanup()
 	assert.Equal(t, common.ExecutorStageCleanup, e.GetCurrentStage())
+}
+
+func TestAcquireWithoutConfigDirLetsTheJobFailVisibly(t *testing.T) {
+	t.Setenv(SettingsEnv, "")
+	data, err := NewProvider().Acquire(&common.RunnerConfig{Name: "r"})
+	assert.NoError(t, err)
+	assert.Nil(t, data)
 }

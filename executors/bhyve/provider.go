@@ -2,16 +2,17 @@ package bhyve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"gitlab.com/gitlab-org/gitlab-runner/common"
 	"gitlab.com/gitlab-org/gitlab-runner/executors"
 
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+	core "gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
 )
 
@@ -26,7 +27,8 @@ const SettingsEnv = "BHYVE_EXECUTOR_CONFIG"
 // constructs and validates every provider at every process start, including
 // the artifact and cache helper commands that run inside job VMs.
 func NewProvider() common.ExecutorProvider {
-	p := &provider{}
+	p := &provider{core: core.New()}
+	p.core.Logf = logrus.WithField("executor", ExecutorName).Infof
 	p.DefaultExecutorProvider = executors.DefaultExecutorProvider{
 		Creator: func() common.Executor {
 			return &executor{
@@ -57,72 +59,69 @@ var executorOptions = executors.ExecutorOptions{
 	ShowHostname: false,
 }
 
+// provider adds the pool, sweeps and metrics of helpers/provider to
+// upstream's default provider. It implements common.ManagedExecutorProvider
+// (Shutdown drains the pools) and prometheus.Collector (upstream serves only
+// provider collectors).
 type provider struct {
 	executors.DefaultExecutorProvider
-
-	once    sync.Once
-	host    *jobvm.Host
-	hostErr error
-
-	swept sync.Map // runner name -> struct{}: sweep once per runner per process
+	core *core.Provider
 }
 
-// jobHost is created on first use, never at construction (see NewProvider).
-// The native executor's VMs are held by this very process.
-func (p *provider) jobHost() (*jobvm.Host, error) {
-	p.once.Do(func() {
-		p.host, p.hostErr = jobvm.NewHost(os.Getpid(), true)
-		if p.host != nil {
-			p.host.Logf = logrus.WithField("executor", ExecutorName).Debugf
-		}
-	})
-	return p.host, p.hostErr
-}
+var (
+	_ common.ManagedExecutorProvider = (*provider)(nil)
+	_ prometheus.Collector           = (*provider)(nil)
+)
 
-// settingsFor re-reads the runner's bhyve.toml; operators may edit it while
-// the runner runs, as they may edit config.toml.
-func settingsFor(config *common.RunnerConfig) (*settings.Settings, error) {
+// runner translates upstream's runner config. Settings are re-read per job
+// and per pool pass; operators may edit bhyve.toml while the runner runs.
+func runner(config *common.RunnerConfig) (core.Runner, error) {
 	path := os.Getenv(SettingsEnv)
 	if path == "" {
 		if config.ConfigDir == "" {
-			return nil, fmt.Errorf("cannot locate bhyve.toml: this command has no config directory; set %s to its path", SettingsEnv)
+			return core.Runner{}, fmt.Errorf("cannot locate bhyve.toml: this command has no config directory; set %s to its path", SettingsEnv)
 		}
 		path = settings.DefaultPath(config.ConfigDir)
 	}
-	return settings.Load(path, config.Name)
+	return core.Runner{Name: config.Name, SettingsPath: path, Limit: config.Limit}, nil
 }
 
-// Acquire runs before every job request. The first time it sees a runner,
-// it sweeps that runner's orphaned VMs (left by a runner that was killed or a
-// host that crashed) in the background, so a restart cleans up after itself.
+// Acquire runs before every job request. It claims a warm VM (or leave to
+// boot one) and says "no free executor" when the runner's VMs are all busy
+// at its limit. The first call for a runner also sweeps its orphans.
 func (p *provider) Acquire(config *common.RunnerConfig) (common.ExecutorData, error) {
-	if _, done := p.swept.LoadOrStore(config.Name, struct{}{}); !done {
-		go p.sweep(config)
+	r, err := runner(config)
+	if err != nil {
+		// Let the job come and fail visibly with the reason.
+		return nil, nil
 	}
-	return nil, nil
+	slot, err := p.core.Acquire(r)
+	if errors.Is(err, core.ErrExhausted) {
+		return nil, &common.NoFreeExecutorError{Message: err.Error()}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return slot, nil
 }
 
-func (p *provider) sweep(config *common.RunnerConfig) {
-	log := logrus.WithFields(logrus.Fields{"executor": ExecutorName, "runner": config.ShortDescription()})
-	s, err := settingsFor(config)
-	if err != nil {
-		log.WithError(err).Warningln("bhyve: not sweeping orphaned VMs")
-		return
-	}
-	host, err := p.jobHost()
-	if err != nil {
-		log.WithError(err).Warningln("bhyve: not sweeping orphaned VMs")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
-	defer cancel()
-	found, err := host.Manager(s, "", "").Sweep(ctx, false)
-	for _, f := range found {
-		if f.Verdict == jobvm.Orphan {
-			log.WithField("vm", f.Name).WithError(f.Err).Infoln("bhyve: swept orphaned VM")
-		}
-	}
-	if err != nil {
-		log.WithError(err).Warningln("bhyve: sweeping orphaned VMs")
+// Release returns what Acquire claimed, after the job or when none came.
+func (p *provider) Release(_ *common.RunnerConfig, data common.ExecutorData) {
+	if slot, ok := data.(*core.Slot); ok {
+		p.core.Release(slot)
 	}
 }
+
+// Init has nothing to do: pools start on a runner's first Acquire, because
+// only then is its configuration known.
+func (p *provider) Init() {}
+
+// Shutdown destroys idle pool VMs and cancels pool boots.
+func (p *provider) Shutdown(ctx context.Context, _ *common.Config) {
+	if err := p.core.Shutdown(ctx); err != nil {
+		logrus.WithField("executor", ExecutorName).WithError(err).Warningln("bhyve: draining the warm pools")
+	}
+}
+
+func (p *provider) Describe(ch chan<- *prometheus.Desc) { p.core.Collector().Describe(ch) }
+func (p *provider) Collect(ch chan<- prometheus.Metric) { p.core.Collector().Collect(ch) }
