@@ -292,3 +292,14 @@ type Process = host.Process
 
 // Resources lists what the host has running. It works after Close too.
 func (h *Host) Resources() Resources { return host.Inventory(h.cfg.ID, h.cfg.Root) }
+
+// Attach returns the host already running at root (brought up by another
+// process, e.g. `bhyve-sim up`), without taking ownership: Close on it tears
+// that host down.
+func Attach(root string) (*Host, error) {
+	cfg, alive := host.Alive(root)
+	if !alive {
+		return nil, fmt.Errorf("no simulated host is running at %s", root)
+	}
+	return &Host{cfg: cfg}, nil
+}

@@ -29,6 +29,9 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysrc"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/vmbhyve"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
 )
 
 const usage = `usage: bhyve-sim [--root DIR] COMMAND [ARGS]
@@ -210,6 +213,17 @@ func cmdUp(ctx context.Context, root string, args []string, stdout, stderr io.Wr
 		}
 		fmt.Fprintf(stderr, "bhyve-sim: host %s is up (netns %s); guests get addresses in %s\n", cfg.HostName, cfg.NetNS, cfg.Subnet)
 	}
+	// A settings file for the executor, so bhyve-executor works against this
+	// host straight away (BHYVE_EXECUTOR_CONFIG below).
+	h, err := sim.Attach(cfg.Root)
+	if err != nil {
+		return err
+	}
+	settingsPath := filepath.Join(cfg.Root, "bhyve.toml")
+	if err := fixture.WriteSettings(h, settingsPath); err != nil {
+		return fmt.Errorf("write %s: %w", settingsPath, err)
+	}
+
 	path := cfg.BinDir
 	for _, p := range filepath.SplitList(os.Getenv("PATH")) {
 		if p != cfg.BinDir && p != "" {
@@ -231,6 +245,8 @@ func cmdUp(ctx context.Context, root string, args []string, stdout, stderr io.Wr
 		{"BHYVE_SIM_SUBNET", cfg.Subnet},
 		{"BHYVE_SIM_VM", cfg.VMCommand()},
 		{"BHYVE_SIM_SYSRC", cfg.SysrcCommand()},
+		{"BHYVE_EXECUTOR_CONFIG", settingsPath},
+		{"BHYVE_EXECUTOR_RUNNER", fixture.Runner},
 	} {
 		fmt.Fprintf(stdout, "export %s=%s\n", kv[0], shQuote(kv[1]))
 	}
