@@ -45,6 +45,11 @@ const (
 const (
 	backoffStart = 20 * time.Millisecond
 	backoffMax   = 50 * time.Millisecond
+	// connectTimeoutStart is the TCP connect timeout of an attempt; after
+	// slowNetworkAfter connects that timed out it doubles with each further
+	// one, up to HandshakeTimeout.
+	connectTimeoutStart = 250 * time.Millisecond
+	slowNetworkAfter    = 8
 	// authRetryDelay spaces authentication retries; see Config.AuthRetries.
 	authRetryDelay = 500 * time.Millisecond
 )
@@ -183,10 +188,20 @@ func Connect(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		lastLog   string
 		delay     = backoffStart
 		start     = time.Now()
+		connectIn = min(connectTimeoutStart, cfg.HandshakeTimeout)
+		timeouts  int
 	)
 	for {
 		attempts++
-		sc, err := dialOnce(ctx, addr, cfg)
+		sc, err := dialOnce(ctx, addr, cfg, connectIn)
+		if errors.Is(err, errConnectTimeout) {
+			// A guest configures its address within moments of its lease;
+			// connects that keep timing out after that point to a slow
+			// network, so give them longer.
+			if timeouts++; timeouts > slowNetworkAfter {
+				connectIn = min(connectIn*2, cfg.HandshakeTimeout)
+			}
+		}
 		if err == nil {
 			if attempts > 1 {
 				cfg.Logf("ssh %s: connected after %d attempts in %s", addr, attempts, time.Since(start).Round(time.Millisecond))
@@ -296,15 +311,29 @@ type attemptState struct {
 	serverMethods []string
 }
 
-func dialOnce(ctx context.Context, addr string, cfg Config) (*ssh.Client, error) {
+// errConnectTimeout marks an attempt whose TCP connect got no answer within
+// its connect timeout.
+var errConnectTimeout = errors.New("TCP connect timed out")
+
+func dialOnce(ctx context.Context, addr string, cfg Config, connectIn time.Duration) (*ssh.Client, error) {
 	// One deadline bounds the whole attempt, so a guest whose TCP stack is up
 	// but whose sshd never speaks cannot stall the retry loop.
 	deadline := time.Now().Add(cfg.HandshakeTimeout)
 	actx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	conn, err := cfg.Dialer.DialContext(actx, "tcp", addr)
+	// The TCP connect gets less: Kea writes the lease before the guest has
+	// configured its address, so the first SYN is often lost, and the
+	// kernel would retransmit it only after a second. A new connect sooner
+	// notices the guest's readiness within tens of milliseconds.
+	dctx, dcancel := context.WithTimeout(actx, connectIn)
+	conn, err := cfg.Dialer.DialContext(dctx, "tcp", addr)
+	connectTimedOut := dctx.Err() != nil && actx.Err() == nil
+	dcancel()
 	if err != nil {
+		if connectTimedOut {
+			return nil, fmt.Errorf("dial: %w after %s: %w", errConnectTimeout, connectIn, err)
+		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	if err := conn.SetDeadline(deadline); err != nil {

@@ -3,6 +3,7 @@ package guest
 import (
 	"bufio"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -100,7 +101,13 @@ boot:
 		case <-leaseWait.C:
 			if b, err := os.ReadFile(leaseFile); err == nil {
 				leaseWait.Stop()
-				g.event("lease " + strings.TrimSpace(string(b)))
+				leased := strings.TrimSpace(string(b))
+				if a, err := netip.ParseAddr(leased); err == nil {
+					if err := announce("vtnet0", a); err != nil {
+						g.logf("gratuitous ARP: %v", err)
+					}
+				}
+				g.event("lease " + leased)
 				sshdAt = time.After(time.Duration(p.SSHDelay))
 			}
 		case <-sshdAt:
