@@ -83,3 +83,8 @@ sim-up: build
 
 sim-down: build
 	@bin/bhyve-sim down
+
+# --- demo: one job through the real bhyve-executor on a simulated host ----
+.PHONY: demo
+demo:
+	@bash ci/demo.sh

@@ -57,6 +57,7 @@ type Runner struct {
 	GracefulKillTimeout time.Duration // default 10m, as upstream
 	ForceKillTimeout    time.Duration // default 10s, as upstream
 	CleanupTimeout      time.Duration // default 1h, as upstream
+	PrepareRetryDelay   time.Duration // default 3s, as upstream
 }
 
 // When says whether a stage runs after an earlier stage failed.
@@ -173,7 +174,7 @@ func (r *Runner) Run(ctx context.Context, job Job, log io.Writer) (res Result, _
 		_, _ = r.exec(context.WithoutCancel(ctx), "cleanup", r.CleanupExec, nil, tmp, env, &out, &out)
 		fmt.Fprintf(log, "WARNING: Preparation failed: exit status %d\nWill be retried in 3s ...\n", st.rawExit)
 		select {
-		case <-time.After(3 * time.Second):
+		case <-time.After(or(r.PrepareRetryDelay, 3*time.Second)):
 		case <-ctx.Done():
 		}
 	}
