@@ -26,12 +26,15 @@ import (
 // The article's sample job (ifconfig, netstat -rn, sockstat -4l,
 // freebsd-version, uname -a). The simulated guest runs the machine's Linux
 // userland, so each FreeBSD command falls back to its Linux counterpart.
-const jobScript = `set -e
-run() { echo "\$ $1"; sh -c "$1" 2>&1 || sh -c "$2" 2>&1; echo; }
+const jobScript = `run() {
+  echo "\$ $1"
+  if command -v "${1%% *}" >/dev/null 2>&1; then sh -c "$1"; else echo "(${1%% *} is FreeBSD's; the simulated guest runs Linux: $2)"; sh -c "$2"; fi
+  echo
+}
 run ifconfig "ip -brief address"
 run "netstat -rn" "ip route"
 run "sockstat -4l" "ss -4ltn"
-run freebsd-version "echo \"not FreeBSD: a simulated guest ($(uname -s))\""
+run freebsd-version "uname -sr"
 run "uname -a" "uname -a"
 `
 
