@@ -4,6 +4,7 @@
 #                   access: gofmt, go vet, unit + end-to-end tests (root), typecheck
 #   make typecheck  type-check main.go and executors/bhyve against upstream
 #   make build      every binary that builds here, into bin/
+#   make executor   bin/bhyve-executor alone (GOOS=freebsd make executor cross-builds it)
 #   make runner     the real gitlab-runner binary (needs full module access)
 #   make sim-up / sim-down / demo / bench   the simulated FreeBSD host
 
@@ -27,7 +28,7 @@ LDFLAGS_OURS := -X $(MODULE)/helpers/version.Version=$(VERSION)
 # upstream from a core package fails here rather than on a user's machine.
 export GOWORK := off
 
-.PHONY: all test prereqs fmt-check vet unit typecheck build runner clean
+.PHONY: all test prereqs fmt-check vet unit typecheck build executor runner bench clean
 
 all: build
 
@@ -54,6 +55,14 @@ typecheck:
 build:
 	@mkdir -p bin
 	$(GO) build -ldflags "$(LDFLAGS_OURS)" -o bin/ ./cmd/... ./ci/cmd/...
+
+executor:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS_OURS)" -o bin/ ./cmd/bhyve-executor
+
+# Side-by-side measurements on the simulated host (root); see ci/bench/README.md.
+bench:
+	$(GO) run ./ci/bench
 
 # The real runner build. Never uses the overlay. On a machine with full module
 # access the one extra step is recording labkit/v2's checksums, which this
