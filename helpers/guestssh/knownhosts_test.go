@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,47 +43,58 @@ func hashedHost(t testing.TB, host string) string {
 	return "|1|" + base64.StdEncoding.EncodeToString(salt) + "|" + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func TestParseKnownHosts(t *testing.T) {
+func TestKnownHostsKeysFor(t *testing.T) {
 	_, k1 := newEd25519Key(t)
 	_, k2 := newEd25519Key(t)
 	_, k3 := newEd25519Key(t)
 	a1, a2, a3 := authorizedLine(k1), authorizedLine(k2), authorizedLine(k3)
+	noKey := func(alias string) error { return &NoHostKeyError{Alias: alias} }
+	allRevoked := func(alias string) error { return &NoHostKeyError{Alias: alias, Revoked: true} }
 
 	tests := []struct {
 		name    string
 		data    string
 		alias   string
 		want    []ssh.PublicKey
-		wantErr string
+		wantErr error // compared by message; a *NoHostKeyError also by type and fields
 	}{
 		{name: "exact alias", data: "freebsd-14 " + a1 + "\nother " + a2 + "\n", alias: "freebsd-14", want: []ssh.PublicKey{k1}},
-		{name: "case-insensitive", data: "FreeBSD-14 " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "pattern case is ignored", data: "FreeBSD-14 " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "alias case is ignored", data: "freebsd-14 " + a1, alias: "FREEBSD-14", want: []ssh.PublicKey{k1}},
 		{name: "several patterns on a line", data: "a,freebsd-14,b " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
-		{name: "several keys for the alias", data: "freebsd-14 " + a1 + "\nfreebsd-14 " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k1, k2}},
+		{name: "several keys in file order", data: "freebsd-14 " + a2 + "\nfreebsd-14 " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k2, k1}},
+		{name: "a key pinned twice is returned once", data: "freebsd-14 " + a1 + "\nfreebsd-1?,freebsd-14 " + a2 + "\nfreebsd-* " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k1, k2}},
 		{name: "star wildcard", data: "freebsd-* " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "star matches an empty run", data: "openbsd-* " + a1, alias: "openbsd-", want: []ssh.PublicKey{k1}},
 		{name: "question mark wildcard", data: "freebsd-1? " + a1 + "\nfreebsd-? " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "question mark is exactly one character", data: "freebsd-1? " + a1, alias: "freebsd-140", wantErr: noKey("freebsd-140")},
 		{name: "negation vetoes the line", data: "freebsd-*,!freebsd-14 " + a1 + "\nfreebsd-* " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k2}},
 		{name: "negation alone matches nothing", data: "!freebsd-13 " + a1 + "\nfreebsd-14 " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k2}},
 		{name: "hashed entry", data: hashedHost(t, "freebsd-14") + " " + a1 + "\n" + hashedHost(t, "other") + " " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "hashed names have no wildcards", data: hashedHost(t, "freebsd-1*") + " " + a1, alias: "freebsd-14", wantErr: noKey("freebsd-14")},
+		{name: "hashed names hash the lower-cased alias", data: hashedHost(t, "netbsd-10") + " " + a1, alias: "NetBSD-10", want: []ssh.PublicKey{k1}},
+		{name: "negated hashed name vetoes", data: "*,!" + hashedHost(t, "freebsd-13") + " " + a1 + "\n* " + a2, alias: "freebsd-13", want: []ssh.PublicKey{k2}},
 		{name: "comments blank lines and CRLF", data: "# pinned keys\r\n\r\n   \nfreebsd-14 " + a1 + " root@template built 2026\r\n", alias: "freebsd-14", want: []ssh.PublicKey{k1}},
 		{name: "revoked key is dropped", data: "freebsd-14 " + a1 + "\nfreebsd-14 " + a2 + "\n@revoked freebsd-14 " + a1, alias: "freebsd-14", want: []ssh.PublicKey{k2}},
-		{name: "revocation is global", data: "freebsd-14 " + a1 + "\nfreebsd-14 " + a3 + "\n@revoked * " + a3, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
-		{name: "all keys revoked", data: "freebsd-14 " + a1 + "\n@revoked elsewhere " + a1, alias: "freebsd-14", wantErr: "marked @revoked"},
-		{name: "no entry for alias", data: "other " + a1, alias: "freebsd-14", wantErr: `no host key for "freebsd-14"`},
-		{name: "cert-authority for alias", data: "@cert-authority freebsd-* " + a1, alias: "freebsd-14", wantErr: "line 1: @cert-authority entries are not supported"},
-		{name: "cert-authority for another host is ignored", data: "@cert-authority other " + a1 + "\nfreebsd-14 " + a2, alias: "freebsd-14", want: []ssh.PublicKey{k2}},
-		{name: "malformed line names its number", data: "# c\nfreebsd-14 " + a1 + "\nfreebsd-14 ssh-ed25519\n", alias: "freebsd-14", wantErr: "line 3:"},
-		{name: "bad base64", data: "freebsd-14 ssh-ed25519 !!!notbase64", alias: "freebsd-14", wantErr: "line 1: key is not valid base64"},
-		{name: "type mismatch", data: "freebsd-14 ssh-rsa " + strings.Fields(a1)[1], alias: "freebsd-14", wantErr: "line 1: key type ssh-rsa does not match"},
-		{name: "unknown marker", data: "@bogus freebsd-14 " + a1, alias: "freebsd-14", wantErr: "line 1: unknown marker @bogus"},
-		{name: "empty alias", data: "freebsd-14 " + a1, alias: "", wantErr: "needs a host alias"},
+		{name: "revocation ignores its host patterns", data: "freebsd-14 " + a1 + "\nfreebsd-14 " + a3 + "\n@revoked other-template " + a3, alias: "freebsd-14", want: []ssh.PublicKey{k1}},
+		{name: "all keys revoked", data: "freebsd-14 " + a1 + "\n@revoked * " + a1, alias: "freebsd-14", wantErr: allRevoked("freebsd-14")},
+		{name: "no entry for alias", data: "other " + a1, alias: "freebsd-14", wantErr: noKey("freebsd-14")},
+		{name: "empty file", data: "# nothing yet\n", alias: "freebsd-14", wantErr: noKey("freebsd-14")},
+		{name: "empty alias", data: "freebsd-14 " + a1, alias: "", wantErr: errors.New("known_hosts lookup needs a host alias (the template name)")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseKnownHosts([]byte(tt.data), tt.alias)
-			if tt.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tt.wantErr)
+			kh, err := ParseKnownHosts([]byte(tt.data))
+			require.NoError(t, err)
+			got, err := kh.KeysFor(tt.alias)
+			if tt.wantErr != nil {
+				require.EqualError(t, err, tt.wantErr.Error())
+				var want *NoHostKeyError
+				if errors.As(tt.wantErr, &want) {
+					var nk *NoHostKeyError
+					require.ErrorAs(t, err, &nk)
+					assert.Equal(t, *want, *nk)
+				}
 				return
 			}
 			require.NoError(t, err)
@@ -94,6 +106,38 @@ func TestParseKnownHosts(t *testing.T) {
 	}
 }
 
+// TestParseKnownHostsRejects: every line is checked, whatever alias it
+// names, and the error names the line.
+func TestParseKnownHostsRejects(t *testing.T) {
+	_, k := newEd25519Key(t)
+	a := authorizedLine(k)
+	blob := strings.Fields(a)[1]
+	tests := []struct{ name, data, want string }{
+		{"too few fields, after a comment", "# c\nfreebsd-14 " + a + "\nfreebsd-14 ssh-ed25519\n",
+			`line 3: has 2 field(s), not "[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]"`},
+		{"marker alone", "@revoked freebsd-14\n", `line 1: has 1 field(s), not "[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]"`},
+		{"bad base64", "freebsd-14 ssh-ed25519 !!!notbase64", "line 1: key is not valid base64: illegal base64 data at input byte 0"},
+		{"not a key", "freebsd-14 ssh-ed25519 AAAA", "line 1: cannot parse ssh-ed25519 key: ssh: short read"},
+		{"type mismatch on a line for another alias", "other ssh-rsa " + blob, "line 1: key type ssh-rsa does not match the encoded ssh-ed25519 key"},
+		{"unknown marker", "@bogus freebsd-14 " + a, `line 1: unknown marker "@bogus"`},
+		{"markers are case-sensitive", "@Revoked freebsd-14 " + a, `line 1: unknown marker "@Revoked"`},
+		{"cert-authority for the alias", "@cert-authority freebsd-* " + a, "line 1: @cert-authority entries are not supported; pin the host key itself"},
+		{"cert-authority for another host", "freebsd-14 " + a + "\n@cert-authority other " + a, "line 2: @cert-authority entries are not supported; pin the host key itself"},
+		{"hashed name with bad base64", "|1|x|y " + a, `line 1: host pattern "|1|x|y" is not a hashed name of the form |1|SALT|HASH (bad base64)`},
+		{"hashed name of another version", "|2|c2FsdA==|aGFzaA== " + a, `line 1: host pattern "|2|c2FsdA==|aGFzaA==" is not a hashed name of the form |1|SALT|HASH`},
+		{"hash of the wrong size", "|1|c2FsdA==|aGFzaA== " + a, `line 1: host pattern "|1|c2FsdA==|aGFzaA==" is not a hashed name of the form |1|SALT|HASH (bad base64)`},
+		{"empty negation", "freebsd-14,! " + a, `line 1: host pattern "!" is empty`},
+		{"empty pattern", "freebsd-14,,other " + a, `line 1: host pattern "" is empty`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kh, err := ParseKnownHosts([]byte(tt.data))
+			assert.Nil(t, kh)
+			require.EqualError(t, err, tt.want)
+		})
+	}
+}
+
 func TestWildcardMatch(t *testing.T) {
 	tests := []struct {
 		pattern, s string
@@ -101,13 +145,17 @@ func TestWildcardMatch(t *testing.T) {
 	}{
 		{"*", "", true},
 		{"*", "anything", true},
+		{"**", "x", true},
 		{"a*c", "abbbc", true},
 		{"a*c", "abbbd", false},
 		{"*.ci", "t.ci", true},
+		{"*-14", "freebsd-141", false},
 		{"?", "", false},
 		{"??", "ab", true},
+		{"a?c", "ac", false},
 		{"a*b*c", "axxbyyc", true},
 		{"a*b*c", "axxcyyb", false},
+		{"f*d*", "freebsd", true},
 		{"abc", "abcd", false},
 	}
 	for _, tt := range tests {
@@ -141,6 +189,14 @@ func TestLoadKnownHosts(t *testing.T) {
 		assert.Contains(t, err.Error(), bad)
 		assert.Contains(t, err.Error(), "line 1")
 	})
+	t.Run("no key for the alias is a config error", func(t *testing.T) {
+		_, err := LoadKnownHosts(path, "other")
+		assert.Equal(t, failure.Config, failure.KindOf(err))
+		var nk *NoHostKeyError
+		require.ErrorAs(t, err, &nk)
+		assert.Equal(t, NoHostKeyError{Alias: "other"}, *nk)
+		assert.EqualError(t, err, "known_hosts_file "+path+`: no host key for "other"; add a line "other ssh-ed25519 AAAA..." with the template's /etc/ssh/ssh_host_ed25519_key.pub`)
+	})
 }
 
 func TestParsePinnedKey(t *testing.T) {
@@ -150,17 +206,18 @@ func TestParsePinnedKey(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, k.Marshal(), got.Marshal())
 
-	for name, in := range map[string]string{
-		"garbage":      "not a key",
-		"two keys":     authorizedLine(k) + "\n" + authorizedLine(k),
-		"empty":        "",
-		"host prefix":  "tmpl " + authorizedLine(k),
-		"bad base64":   "ssh-ed25519 %%%",
-		"missing blob": "ssh-ed25519",
+	line := authorizedLine(k)
+	for name, tc := range map[string]struct{ in, want string }{
+		"garbage":      {"not a key", `pinned host key "not a key" is not a public key`},
+		"two keys":     {line + "\n" + line, "pinned host key holds more than one key (more follows ssh-ed25519 " + ssh.FingerprintSHA256(k) + ")"},
+		"empty":        {"", `pinned host key "" is not a public key`},
+		"host prefix":  {"tmpl " + line, `pinned host key "` + abbreviate("tmpl "+line) + `" has something before the key type (known_hosts lines belong in known_hosts_file)`},
+		"bad base64":   {"ssh-ed25519 %%%", `pinned host key "ssh-ed25519 %%%" is not a public key`},
+		"missing blob": {"ssh-ed25519", `pinned host key "ssh-ed25519" is not a public key`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParsePinnedKey(in)
-			require.Error(t, err)
+			_, err := ParsePinnedKey(tc.in)
+			require.EqualError(t, err, tc.want)
 			assert.Equal(t, failure.Config, failure.KindOf(err))
 		})
 	}

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 )
 
 // readRegular reads a settings-related file, refusing directories with a
@@ -80,16 +81,14 @@ func readPasswordFile(file string) (Secret, error) {
 	return Secret(pw), nil
 }
 
+const hostKeyExpect = `expected one public key line such as "ssh-ed25519 AAAA...", the contents of the template's /etc/ssh/ssh_host_ed25519_key.pub`
+
+// parseHostKey parses ssh.host_key with guestssh.ParsePinnedKey and adds
+// where to find the key.
 func parseHostKey(line string) (ssh.PublicKey, error) {
-	const expect = `expected one public key line such as "ssh-ed25519 AAAA...", the contents of the template's /etc/ssh/ssh_host_ed25519_key.pub`
-	key, _, options, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	key, err := guestssh.ParsePinnedKey(line)
 	if err != nil {
-		// x/crypto's message ("no key found; last parsing error for ignored
-		// line: ...") describes its parser, not the operator's mistake.
-		return nil, fmt.Errorf("%s is not a public key; %s", strconv.Quote(abbreviate(line)), expect)
-	}
-	if len(options) > 0 || len(strings.TrimSpace(string(rest))) > 0 {
-		return nil, fmt.Errorf("%s holds more than one key; %s", strconv.Quote(abbreviate(line)), expect)
+		return nil, fmt.Errorf("%v; %s", err, hostKeyExpect)
 	}
 	return key, nil
 }

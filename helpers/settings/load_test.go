@@ -291,7 +291,7 @@ func TestBadValues(t *testing.T) {
 		{"ssh.port string", `ssh.port = "22"`, R + `ssh.port: "22" is a string, not an integer; expected an integer from 1 to 65535`, false},
 		{"ssh.keepalive_interval", `ssh.keepalive_interval = "0s"`, R + `ssh.keepalive_interval: "0s" is not positive; ` + durErr, false},
 		{"ssh.insecure flag string", `ssh.insecure_skip_host_key_check = "yes"`, R + `ssh.insecure_skip_host_key_check: "yes" is a string, not a boolean; expected true or false`, false},
-		{"ssh.host_key garbage", `ssh.host_key = "not a key"`, R + `ssh.host_key: "not a key" is not a public key; expected one public key line such as "ssh-ed25519 AAAA...", the contents of the template's /etc/ssh/ssh_host_ed25519_key.pub`, false},
+		{"ssh.host_key garbage", `ssh.host_key = "not a key"`, R + `ssh.host_key: pinned host key "not a key" is not a public key; expected one public key line such as "ssh-ed25519 AAAA...", the contents of the template's /etc/ssh/ssh_host_ed25519_key.pub`, false},
 		{"ssh.identity_file number", `ssh.identity_file = 1`, R + `ssh.identity_file: 1 is an integer, not a string; expected a file path`, false},
 		{"pool.idle_count negative", `pool.idle_count = -1`, R + `pool.idle_count: -1 is out of range; expected an integer of 0 or more`, false},
 		{"pool.idle_count string", `pool.idle_count = "2"`, R + `pool.idle_count: "2" is a string, not an integer; expected an integer of 0 or more`, false},

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 )
 
 // builtin is the lowest layer of the overlay, in the raw form the decoder
@@ -57,7 +58,7 @@ type derived struct {
 	prefixWhere   string
 	signers       []ssh.Signer
 	hostKey       ssh.PublicKey
-	knownHosts    []knownHost
+	knownHosts    *guestssh.KnownHosts
 	pinWhere      string // key that set host_key or known_hosts_file
 }
 

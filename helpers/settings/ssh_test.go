@@ -2,9 +2,6 @@ package settings
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -87,121 +84,90 @@ func TestIdentityFile(t *testing.T) {
 	})
 }
 
-// knownHostsFixture writes a known_hosts file exercising every pattern rule
-// and returns the keys by name.
-func knownHostsFixture(t *testing.T, f *fixture) map[string]keyPair {
-	keys := map[string]keyPair{}
-	for _, n := range []string{"k1", "k2", "k3", "k4", "k5", "k6", "k7"} {
-		keys[n] = newKeyPair(t)
-	}
-	salt := []byte("0123456789abcdefghij")
-	mac := hmac.New(sha1.New, salt)
-	mac.Write([]byte("netbsd-10"))
-	hashed := "|1|" + base64.StdEncoding.EncodeToString(salt) + "|" + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-
+// TestHostKeysFor checks what settings adds to guestssh.KnownHosts (whose
+// tests cover the pattern rules): keys per template from the file Load read,
+// the same from Settings built in code, and errors that name the settings
+// file, the key and how to pin a key.
+func TestHostKeysFor(t *testing.T) {
+	f := newFixture(t)
+	k1, k2, k3 := newKeyPair(t), newKeyPair(t), newKeyPair(t)
 	f.write(t, "known_hosts", strings.Join([]string{
 		"# pinned host keys, keyed by template name",
-		"",
-		"freebsd-14 " + keys["k1"].line,
-		"freebsd-1?,!freebsd-13 " + keys["k2"].line,
-		"openbsd-* " + keys["k3"].line + " root@openbsd with spaces in the comment",
-		hashed + " " + keys["k4"].line,
-		"!linux-* " + keys["k5"].line,
-		"dragonfly " + keys["k6"].line,
-		"@revoked * " + keys["k6"].line,
-		"NetBSD-9 " + keys["k7"].line,
-		"freebsd-14,freebsd-14 " + keys["k1"].line + "\r",
+		"freebsd-14 " + k1.line,
+		"freebsd-1?,!freebsd-13 " + k2.line,
+		"dragonfly " + k3.line,
+		"@revoked * " + k3.line,
 	}, "\n"), 0o644)
-	return keys
-}
-
-func TestKnownHostsMatching(t *testing.T) {
-	f := newFixture(t)
-	keys := knownHostsFixture(t, f)
-	s, err := Load(f.settings(t, minimal), "ci-1")
+	loaded, err := Load(f.settings(t, minimal), "ci-1")
 	require.NoError(t, err)
+	inCode := &Settings{Path: "bhyve.toml", Template: "freebsd-14", SSH: SSH{KnownHostsFile: filepath.Join(f.dir, "known_hosts")}}
 
+	const loadedWhere, inCodeWhere = `FILE: defaults.ssh.known_hosts_file: `, `bhyve.toml: ssh.known_hosts_file: `
 	noEntry := func(tmpl string) string {
-		return f.expand(`FILE: defaults.ssh.known_hosts_file: DIR/known_hosts has no host key for template "` + tmpl + `" (host patterns are matched against the template name, not an address); expected a line such as "` + tmpl + ` ssh-ed25519 AAAA..." (ssh-keyscan -t ed25519 ADDRESS of a booted ` + tmpl + ` prints the key)`)
+		return `DIR/known_hosts has no host key for template "` + tmpl + `" (host patterns are matched against the template name, not an address); expected a line such as "` + tmpl + ` ssh-ed25519 AAAA..." (ssh-keyscan -t ed25519 ADDRESS of a booted ` + tmpl + ` prints the key)`
 	}
 	cases := []struct {
 		template string
-		want     []string // key names, in file order
-		wantErr  string
+		want     []keyPair
+		wantErr  string // after the settings file and key
 	}{
-		{template: "freebsd-14", want: []string{"k1", "k2"}},       // exact + "?" wildcard, duplicate dropped
-		{template: "freebsd-15", want: []string{"k2"}},             // "?" wildcard
-		{template: "freebsd-13", wantErr: noEntry("freebsd-13")},   // negated
-		{template: "freebsd-140", wantErr: noEntry("freebsd-140")}, // "?" is exactly one character
-		{template: "openbsd-7", want: []string{"k3"}},              // "*" wildcard, comment with spaces
-		{template: "openbsd-", want: []string{"k3"}},               // "*" matches nothing too
-		{template: "netbsd-10", want: []string{"k4"}},              // hashed
-		{template: "netbsd-1", wantErr: noEntry("netbsd-1")},       // hashed names are exact
-		{template: "linux-1", wantErr: noEntry("linux-1")},         // only negated patterns match nothing
-		{template: "freebsd-12", want: []string{"k2"}},             // "?" again
-		{template: "netbsd-9", want: []string{"k7"}},               // case-insensitive
-		{template: "dragonfly", wantErr: f.expand(`FILE: defaults.ssh.known_hosts_file: DIR/known_hosts has only revoked host keys for template "dragonfly"; expected a current key on a line such as "dragonfly ssh-ed25519 AAAA..."`)},
+		{template: "freebsd-14", want: []keyPair{k1, k2}},
+		{template: "freebsd-15", want: []keyPair{k2}},
+		{template: "freebsd-13", wantErr: noEntry("freebsd-13")},
+		{template: "dragonfly", wantErr: `DIR/known_hosts has only revoked host keys for template "dragonfly"; expected a current key on a line such as "dragonfly ssh-ed25519 AAAA..."`},
+		{template: "", wantErr: `DIR/known_hosts: known_hosts lookup needs a host alias (the template name)`},
 	}
 	for _, tc := range cases {
-		t.Run(tc.template, func(t *testing.T) {
-			got, err := s.HostKeysFor(tc.template)
-			if tc.wantErr != "" {
-				requireConfigError(t, err, tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			var want [][]byte
-			for _, n := range tc.want {
-				want = append(want, keys[n].pub.Marshal())
-			}
-			var gotBytes [][]byte
-			for _, k := range got {
-				gotBytes = append(gotBytes, k.Marshal())
-			}
-			assert.Equal(t, want, gotBytes)
-		})
+		for _, s := range []struct {
+			name  string
+			s     *Settings
+			where string
+		}{{"loaded", loaded, loadedWhere}, {"in code", inCode, inCodeWhere}} {
+			t.Run(tc.template+"/"+s.name, func(t *testing.T) {
+				got, err := s.s.HostKeysFor(tc.template)
+				if tc.wantErr != "" {
+					requireConfigError(t, err, f.expand(s.where+tc.wantErr))
+					return
+				}
+				require.NoError(t, err)
+				var want, gotBytes [][]byte
+				for _, k := range tc.want {
+					want = append(want, k.pub.Marshal())
+				}
+				for _, k := range got {
+					gotBytes = append(gotBytes, k.Marshal())
+				}
+				assert.Equal(t, want, gotBytes)
+			})
+		}
 	}
+
+	t.Run("in code, a bad file names the settings file and key", func(t *testing.T) {
+		f.write(t, "bad_known_hosts", "freebsd-14 ssh-ed25519\n", 0o644)
+		s := &Settings{Path: "bhyve.toml", SSH: SSH{KnownHostsFile: filepath.Join(f.dir, "bad_known_hosts")}}
+		_, err := s.HostKeysFor("freebsd-14")
+		requireConfigError(t, err, f.expand(inCodeWhere+`DIR/bad_known_hosts: line 1: has 2 field(s), not "[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]"; `+knownHostsExpect))
+	})
 }
 
-func TestGlobMatch(t *testing.T) {
-	cases := []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"*", "", true},
-		{"*", "anything", true},
-		{"a*b*c", "aXXbYYc", true},
-		{"a*b*c", "aXXbYY", false},
-		{"a?c", "abc", true},
-		{"a?c", "ac", false},
-		{"*-14", "freebsd-14", true},
-		{"*-14", "freebsd-141", false},
-		{"**", "x", true},
-		{"f*d*", "freebsd", true},
-	}
-	for _, tc := range cases {
-		assert.Equal(t, tc.want, globMatch(tc.pattern, tc.name), "%q ~ %q", tc.pattern, tc.name)
-	}
-}
-
+// TestKnownHostsFileProblems: Load reads and checks the whole file, and
+// requires a key for the default template.
 func TestKnownHostsFileProblems(t *testing.T) {
 	k := newKeyPair(t)
 	const expect = `expected lines such as "TEMPLATE ssh-ed25519 AAAA..." (see ssh-keyscan, or the template's /etc/ssh/ssh_host_ed25519_key.pub)`
 	R := `FILE: defaults.ssh.known_hosts_file: `
+	pinned := "freebsd-14 " + k.line + "\n"
 	cases := []struct {
 		name, content string
 		mode          uint32
 		want          string
 	}{
-		{"missing fields", "freebsd-14\n", 0o644, R + `line 1 of DIR/known_hosts: is not HOST-PATTERNS KEY-TYPE BASE64-KEY; ` + expect},
-		{"bad base64", "# c\nfreebsd-14 ssh-ed25519 !!!notbase64\n", 0o644, R + `line 2 of DIR/known_hosts: illegal base64 data at input byte 0; ` + expect},
-		{"type mismatch", "freebsd-14 ssh-rsa " + strings.Fields(k.line)[1] + "\n", 0o644, R + `line 1 of DIR/known_hosts: ssh: known hosts key type mismatch: human-readable type "ssh-rsa", encoded type "ssh-ed25519"; ` + expect},
-		{"cert authority", "@cert-authority *.example ssh-ed25519 " + strings.Fields(k.line)[1] + "\n", 0o644, R + `line 1 of DIR/known_hosts: @cert-authority entries are not supported; pin the host key itself; ` + expect},
-		{"unknown marker", "@trusted freebsd-14 " + k.line + "\n", 0o644, R + `line 1 of DIR/known_hosts: unknown marker "@trusted"; ` + expect},
-		{"bad hashed name", "|1|x|y " + k.line + "\n", 0o644, R + `line 1 of DIR/known_hosts: host pattern "|1|x|y" is not a hashed name of the form |1|SALT|HASH (bad base64); ` + expect},
-		{"empty negation", "freebsd-14,! " + k.line + "\n", 0o644, R + `line 1 of DIR/known_hosts: host pattern "!" is empty; ` + expect},
-		{"writable by everyone", "freebsd-14 " + k.line + "\n", 0o666, R + `DIR/known_hosts is writable by every user (mode 0666); expected chmod 644 or stricter`},
+		{"missing fields", "freebsd-14\n", 0o644, R + `DIR/known_hosts: line 1: has 1 field(s), not "[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]"; ` + expect},
+		{"bad line for a template not in use", pinned + "# c\nopenbsd-7 ssh-ed25519 !!!notbase64\n", 0o644, R + `DIR/known_hosts: line 3: key is not valid base64: illegal base64 data at input byte 0; ` + expect},
+		{"cert authority for a template not in use", pinned + "@cert-authority *.example " + k.line + "\n", 0o644, R + `DIR/known_hosts: line 2: @cert-authority entries are not supported; pin the host key itself; ` + expect},
+		{"writable by everyone", pinned, 0o666, R + `DIR/known_hosts is writable by every user (mode 0666); expected chmod 644 or stricter`},
 		{"no entry for the default template", "freebsd-15 " + k.line + "\n", 0o644, R + `DIR/known_hosts has no host key for template "freebsd-14" (host patterns are matched against the template name, not an address); expected a line such as "freebsd-14 ssh-ed25519 AAAA..." (ssh-keyscan -t ed25519 ADDRESS of a booted freebsd-14 prints the key)`},
+		{"default template only revoked", pinned + "@revoked openbsd-7 " + k.line + "\n", 0o644, R + `DIR/known_hosts has only revoked host keys for template "freebsd-14"; expected a current key on a line such as "freebsd-14 ssh-ed25519 AAAA..."`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,6 +177,12 @@ func TestKnownHostsFileProblems(t *testing.T) {
 			requireConfigError(t, err, f.expand(tc.want))
 		})
 	}
+
+	t.Run("missing file", func(t *testing.T) {
+		f := newFixture(t)
+		_, err := Load(f.settings(t, strings.Replace(minimal, `"known_hosts"`, `"nope"`, 1)), "ci-1")
+		requireConfigError(t, err, f.expand(R+`open DIR/nope: no such file or directory; expected a readable known_hosts file`))
+	})
 }
 
 func TestHostKeyPinningChoice(t *testing.T) {
