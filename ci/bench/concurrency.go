@@ -29,6 +29,10 @@ type batch struct {
 }
 
 func concurrencyRow(b *bench) ([]row, []target, error) {
+	// Nothing but the measured jobs on the host.
+	if err := b.closeSharedVM(); err != nil {
+		return nil, nil, err
+	}
 	s, err := b.loadSettings()
 	if err != nil {
 		return nil, nil, err

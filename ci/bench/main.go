@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -140,7 +141,7 @@ func run() int {
 	}
 
 	var rows []row
-	var targets []target
+	targets := map[string][]target{}
 	failed := false
 	for _, spec := range rowSpecs() {
 		if !want[spec.id] {
@@ -159,17 +160,22 @@ func run() int {
 			ts = spec.targets
 		}
 		rows = append(rows, rs...)
-		targets = append(targets, ts...)
+		targets[spec.id] = ts
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "bench: interrupted")
 		return 1
 	}
+	// Rows run in the order that keeps the host quietest (the lease file
+	// first, before any VM exists); they are reported in table order.
 	slices.SortStableFunc(rows, func(x, y row) int { return strings.Compare(x.ID, y.ID) })
 	fmt.Print(formatTable(rows))
 	fmt.Println()
-	for _, t := range targets {
-		fmt.Println(t)
+	ids := slices.Sorted(maps.Keys(targets))
+	for _, id := range ids {
+		for _, t := range targets[id] {
+			fmt.Println(t)
+		}
 	}
 	b.progress("done")
 	if failed {
