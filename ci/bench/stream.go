@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
@@ -28,7 +31,8 @@ import (
 const (
 	streamBig   = 1 << 30  // 1 GiB
 	streamSmall = 64 << 20 // 64 MiB
-	streamReps  = 5
+	streamReps  = 7
+	controlReps = 3 // of the x/crypto-only control (row 4d)
 )
 
 // streamChildCommand is the hidden subcommand the bench re-executes itself
@@ -65,12 +69,17 @@ func streamChild(args []string) int {
 	name := fs.String("vm", "", "job VM name")
 	addr := fs.String("addr", "", "job VM address")
 	n := fs.Int64("bytes", 0, "bytes the stage writes")
+	bare := fs.Bool("xcrypto", false, "control: a plain x/crypto/ssh session instead of jobvm")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := runStreamChild(ctx, *settingsPath, *name, *addr, *n)
+	run := runStreamChild
+	if *bare {
+		run = runStreamControl
+	}
+	res, err := run(ctx, *settingsPath, *name, *addr, *n)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench %s: %v\n", streamChildCommand, err)
 		return 1
@@ -134,6 +143,58 @@ func runStreamChild(ctx context.Context, settingsPath, name, addr string, n int6
 	return res, nil
 }
 
+// runStreamControl streams like runStreamChild with nothing of ours in the
+// path: x/crypto/ssh's client, a session running the command, its stdout
+// into the counting writer. It tells our code's memory from x/crypto's.
+func runStreamControl(ctx context.Context, settingsPath, _, addr string, n int64) (streamResult, error) {
+	var res streamResult
+	s, err := settings.Load(settingsPath, fixture.Runner)
+	if err != nil {
+		return res, err
+	}
+	signers, err := s.Signers()
+	if err != nil {
+		return res, err
+	}
+	keys, err := s.HostKeysFor(s.Template)
+	if err != nil {
+		return res, err
+	}
+	t0 := time.Now()
+	client, err := ssh.Dial("tcp", net.JoinHostPort(addr, strconv.Itoa(s.SSH.Port)), &ssh.ClientConfig{
+		User: s.SSH.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback: ssh.FixedHostKey(keys[0]), HostKeyAlgorithms: []string{keys[0].Type()},
+	})
+	if err != nil {
+		return res, err
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		return res, err
+	}
+	t1 := time.Now()
+	out := &counter{}
+	sess.Stdout = out
+	if err := sess.Run(fmt.Sprintf("head -c %d /dev/zero", n)); err != nil {
+		return res, err
+	}
+	t2 := time.Now()
+	client.Close()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return res, err
+	}
+	if res.VmHWM, err = parseStatusKB(string(status), "VmHWM"); err != nil {
+		return res, err
+	}
+	res.Bytes, res.Connect, res.Run = out.n.Load(), t1.Sub(t0).Seconds(), t2.Sub(t1).Seconds()
+	if res.Bytes != n {
+		return res, fmt.Errorf("the writer received %d bytes, want %d", res.Bytes, n)
+	}
+	return res, ctx.Err()
+}
+
 // timedNS runs argv in the host's namespace under GNU time, which forks it
 // and reports its maximum resident set from wait4's rusage. (Go starts
 // children with vfork, and Linux carries the parent's peak RSS into the
@@ -189,10 +250,11 @@ func streamRow(b *bench) ([]row, []target, error) {
 	}
 	defer devnull.Close()
 
-	ours := func(n int64) (streamRun, error) {
+	child := func(n int64, extra ...string) (streamRun, error) {
 		var out bytes.Buffer
-		wall, rss, err := b.timedNS(ctx, nil, &out, b.self, streamChildCommand,
-			"-settings", b.settings, "-vm", vm.Name, "-addr", ip, "-bytes", strconv.FormatInt(n, 10))
+		argv := append([]string{b.self, streamChildCommand,
+			"-settings", b.settings, "-vm", vm.Name, "-addr", ip, "-bytes", strconv.FormatInt(n, 10)}, extra...)
+		wall, rss, err := b.timedNS(ctx, nil, &out, argv...)
 		if err != nil {
 			return streamRun{}, err
 		}
@@ -205,24 +267,26 @@ func streamRow(b *bench) ([]row, []target, error) {
 		}
 		return r, nil
 	}
+	ours := func(n int64) (streamRun, error) { return child(n) }
+	control := func(n int64) (streamRun, error) { return child(n, "-xcrypto") }
 	theirs := func(n int64) (streamRun, error) {
 		wall, rss, err := b.timedNS(ctx, devnull, nil, b.sshArgs(ip, fmt.Sprintf("head -c %d /dev/zero", n))...)
 		return streamRun{wall: wall, maxRSS: rss}, err
 	}
 
-	runs := map[string]map[int64][]streamRun{"ours": {}, "ssh": {}}
+	runs := map[string]map[int64][]streamRun{"ours": {}, "ssh": {}, "x/crypto": {}}
+	sides := map[string]func(int64) (streamRun, error){"ours": ours, "ssh": theirs, "x/crypto": control}
 	for rep := range streamReps {
-		order := []string{"ours", "ssh"}
+		order := []string{"ours", "ssh", "x/crypto"}
 		if rep%2 == 1 {
-			order = []string{"ssh", "ours"}
+			order = []string{"ssh", "ours", "x/crypto"}
+		}
+		if rep >= controlReps {
+			order = order[:2]
 		}
 		for _, n := range []int64{streamBig, streamSmall} {
 			for _, side := range order {
-				f := ours
-				if side == "ssh" {
-					f = theirs
-				}
-				r, err := f(n)
+				r, err := sides[side](n)
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s streaming %s: %w", side, fmtBytes(float64(n)), err)
 				}
@@ -256,6 +320,9 @@ func streamRow(b *bench) ([]row, []target, error) {
 		return summary{N: s.N, Median: streamBig / s.Median, Lo: streamBig / s.Hi, Hi: streamBig / s.Lo}
 	}
 	rss := func(side string, n int64, hwm bool) summary {
+		if len(runs[side][n]) == 0 {
+			return summarize(nil)
+		}
 		var xs []float64
 		for _, r := range runs[side][n] {
 			v := r.maxRSS
@@ -277,6 +344,7 @@ func streamRow(b *bench) ([]row, []target, error) {
 	oursBig, oursSmall := rss("ours", streamBig, true), rss("ours", streamSmall, true)
 	sshBig := rss("ssh", streamBig, false)
 	flat := oursBig.Median / oursSmall.Median
+	ctlBig, ctlSmall := rss("x/crypto", streamBig, true), rss("x/crypto", streamSmall, true)
 	n := fmt.Sprint(streamReps)
 	rows := []row{
 		{ID: "4a", What: "stream 1GiB into the log: our VM.Run vs `ssh ... head -c 1GiB >/dev/null`",
@@ -289,6 +357,10 @@ func streamRow(b *bench) ([]row, []target, error) {
 				fmtBytes(rss("ours", streamBig, false).Median))},
 		{ID: "4c", What: "stream: our peak RSS at 1GiB vs at 64MiB (flat = 1.0x)", Ours: spread(oursBig, fmtBytes), Base: spread(oursSmall, fmtBytes),
 			Ratio: "1GiB/64MiB=" + fmtRatio(flat), N: n},
+		{ID: "4d", What: "stream (info, control): plain x/crypto/ssh session, peak RSS at 1GiB vs 64MiB",
+			Ours: spread(ctlBig, fmtBytes), Base: spread(ctlSmall, fmtBytes), Ratio: "1GiB/64MiB=" + fmtRatio(ctlBig.Median/ctlSmall.Median), N: fmt.Sprint(controlReps),
+			Note: fmt.Sprintf("same child, no guestssh/jobvm: ssh.Dial + Session.Run into the counting writer (marginal rate %s); "+
+				"if this grows like 4c, the growth is x/crypto + Go's GC, not our code", fmtRate(marginal("x/crypto")))},
 	}
 	return rows, []target{
 		atLeast("streaming_throughput_vs_ssh", oursRate/sshRate, 0.8),
