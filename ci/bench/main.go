@@ -71,7 +71,7 @@ func (b *bench) debugf(format string, args ...any) {
 
 func (b *bench) nextJob() int64 { return b.jobID.Add(1) }
 
-// settingsFor loads the bench's plain settings.
+// loadSettings reads the bench's plain settings (no pool).
 func (b *bench) loadSettings() (*settings.Settings, error) {
 	return settings.Load(b.settings, fixture.Runner)
 }
@@ -99,6 +99,11 @@ type rowSpec struct {
 	fn      rowFunc
 }
 
+// rowSpecs lists the rows in the order they run. Row 1 must come before any
+// row that creates VMs through bench.host: its provider sweeps the runner's
+// VMs on first use, and a jobvm sweep judges every VM recorded with this
+// process as holder but absent from its own Host's held set an orphan, so it
+// would destroy VMs that another Host of the same process is using.
 func rowSpecs() []rowSpec {
 	return []rowSpec{
 		{id: "3", what: "lease lookup, 1M-row Kea file", fn: leaseRow, targets: []target{
@@ -113,13 +118,18 @@ func rowSpecs() []rowSpec {
 	}
 }
 
-func run() int {
+func run() (status int) {
 	rowsFlag := flag.String("rows", "1,2,3,4,5", "comma-separated rows to measure")
 	verbose := flag.Bool("v", false, "show diagnostics of the code under test on stderr")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, r := range strings.Split(*rowsFlag, ",") {
-		want[strings.TrimSpace(r)] = true
+		id := strings.TrimSpace(r)
+		if !slices.ContainsFunc(rowSpecs(), func(s rowSpec) bool { return s.id == id }) {
+			fmt.Fprintf(os.Stderr, "bench: -rows: there is no row %q (rows are 1 to 5)\n", id)
+			return 2
+		}
+		want[id] = true
 	}
 
 	// ^C and SIGTERM end the measurements; the deferred teardown still runs
@@ -133,6 +143,7 @@ func run() int {
 	defer func() {
 		if terr := b.teardown(); terr != nil {
 			fmt.Fprintf(os.Stderr, "bench: teardown: %v\n", terr)
+			status = 1
 		}
 	}()
 	if err != nil {
