@@ -43,8 +43,20 @@ func NewHost(holderPID int, holderIsSelf bool) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{Holder: h, HolderIsSelf: holderIsSelf, Held: &HeldSet{}}, nil
+	held := &HeldSet{}
+	if holderIsSelf {
+		// A sweep by a self-holding Host treats every VM recorded with this
+		// process as holder, and not in its held set, as an orphan. So all
+		// Hosts of this process must share one set, or one would sweep
+		// another's running VMs.
+		held = selfHeld
+	}
+	return &Host{Holder: h, HolderIsSelf: holderIsSelf, Held: held}, nil
 }
+
+// selfHeld is the set of VMs this process holds, shared by every Host whose
+// holder is this process.
+var selfHeld = &HeldSet{}
 
 // Driver returns the process-wide vm-bhyve driver for these settings.
 func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {

@@ -391,3 +391,19 @@ func TestDetachThenAttachFromAnotherProcess(t *testing.T) {
 	_, err = later.Attach(context.Background(), "ci-foreign", vm.Address.IP)
 	assert.ErrorContains(t, err, "no ownership marker")
 }
+
+func TestSelfHoldingHostsShareWhatTheyHold(t *testing.T) {
+	// Two Hosts of one process (say, two front-ends in one binary): a sweep
+	// through one must not take the other's running VM for an orphan.
+	a, err := NewHost(os.Getpid(), true)
+	require.NoError(t, err)
+	b, err := NewHost(os.Getpid(), true)
+	require.NoError(t, err)
+	a.Held.Add("ci-a-1-0")
+	t.Cleanup(func() { a.Held.Remove("ci-a-1-0") })
+	assert.True(t, b.Held.Has("ci-a-1-0"))
+
+	parent, err := NewHost(os.Getppid(), false)
+	require.NoError(t, err)
+	assert.False(t, parent.Held.Has("ci-a-1-0"), "a Host holding for another process has its own set")
+}
