@@ -62,6 +62,7 @@ executor:
 
 # Side-by-side measurements on the simulated host (root); see ci/bench/README.md.
 bench:
+	@bash ci/install-deps.sh
 	$(GO) run ./ci/bench
 
 # The real runner build. Never uses the overlay. On a machine with full module
