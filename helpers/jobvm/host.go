@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +45,7 @@ func NewHost(holderPID int, holderIsSelf bool) (*Host, error) {
 		return nil, err
 	}
 	held := &HeldSet{}
-	if holderIsSelf {
+	if holderIsSelf && holderPID == os.Getpid() {
 		// A sweep by a self-holding Host treats every VM recorded with this
 		// process as holder, and not in its held set, as an orphan. So all
 		// Hosts of this process must share one set, or one would sweep
