@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/tree"
 )
 
 // buildRoot gives the guest a root filesystem of its own: a copy-on-write
@@ -52,7 +53,7 @@ func (g *guestInit) buildRoot() error {
 		}
 	}
 	if st, err := os.Stat(g.p.DiskDir); g.p.DiskDir != "" && err == nil && st.IsDir() {
-		if err := copyTree(g.p.DiskDir, m); err != nil {
+		if err := tree.Copy(g.p.DiskDir, m, nil); err != nil {
 			return fmt.Errorf("lay VM disk over root: %w", err)
 		}
 	}
@@ -297,62 +298,4 @@ func chownTree(root string, uid, gid int) error {
 		}
 		return os.Lchown(p, uid, gid)
 	})
-}
-
-// copyTree lays src over dst, keeping modes, owners and symlinks.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.IsDir():
-			if rel == "." {
-				return nil
-			}
-			if err := os.MkdirAll(target, info.Mode().Perm()); err != nil {
-				return err
-			}
-		case info.Mode()&os.ModeSymlink != 0:
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			_ = os.Remove(target)
-			if err := os.Symlink(l, target); err != nil {
-				return err
-			}
-		case info.Mode().IsRegular():
-			if err := copyFile(p, target, info.Mode().Perm()); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
-		if st, ok := info.Sys().(*unix.Stat_t); ok {
-			_ = os.Lchown(target, int(st.Uid), int(st.Gid))
-		}
-		return nil
-	})
-}
-
-func copyFile(src, dst string, perm os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	_ = os.Remove(dst)
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	_, cerr := io.Copy(out, in)
-	return errors.Join(cerr, out.Close(), os.Chmod(dst, perm))
 }

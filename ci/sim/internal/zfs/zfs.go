@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/tree"
 )
 
 // Error is a failure with the exact text the zfs(8) command would print on
@@ -200,7 +201,7 @@ func (db *DB) SnapshotRecursive(name, snap string) error {
 	}
 	for _, d := range list {
 		dir := d.SnapDir(snap)
-		if err := copyTree(d.Mountpoint, dir, true); err != nil {
+		if err := tree.Copy(d.Mountpoint, dir, skipZFSDir); err != nil {
 			_ = os.RemoveAll(dir)
 			return zerr("cannot create snapshot '%s@%s': %v", d.Name, snap, err)
 		}
@@ -219,7 +220,7 @@ func (db *DB) Clone(fsName, snap, newName, mountpoint string) error {
 	if db.Datasets[newName] != nil {
 		return zerr("cannot create '%s': dataset already exists", newName)
 	}
-	if err := copyTree(d.SnapDir(snap), mountpoint, true); err != nil {
+	if err := tree.Copy(d.SnapDir(snap), mountpoint, skipZFSDir); err != nil {
 		_ = os.RemoveAll(mountpoint)
 		return zerr("cannot create '%s': %v", newName, err)
 	}
@@ -305,66 +306,6 @@ func (db *DB) DestroyRecursive(name string) error {
 	return nil
 }
 
-// copyTree copies src into dst preserving modes, owners and symlinks. With
-// skipZFS, a top-level .zfs directory (the snapdir) is not copied.
-func copyTree(src, dst string, skipZFS bool) error {
-	return filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		if skipZFS && (rel == ".zfs" || strings.HasPrefix(rel, ".zfs/")) {
-			return filepath.SkipDir
-		}
-		target := filepath.Join(dst, rel)
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st, _ := info.Sys().(*unix.Stat_t)
-		switch {
-		case info.IsDir():
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-			if err := os.Chmod(target, info.Mode().Perm()|info.Mode()&(os.ModeSticky|os.ModeSetgid|os.ModeSetuid)); err != nil {
-				return err
-			}
-		case info.Mode()&os.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(link, target); err != nil {
-				return err
-			}
-		case info.Mode().IsRegular():
-			if err := copyFile(p, target, info.Mode().Perm()); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
-		if st != nil {
-			_ = os.Lchown(target, int(st.Uid), int(st.Gid))
-		}
-		return nil
-	})
-}
-
-func copyFile(src, dst string, perm os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	_, cerr := io.Copy(out, in)
-	return errors.Join(cerr, out.Close(), os.Chmod(dst, perm))
-}
+// skipZFSDir leaves out a dataset's .zfs directory, where ZFS shows its
+// snapshots: they are not part of the dataset's files.
+func skipZFSDir(rel string) bool { return rel == ".zfs" || strings.HasPrefix(rel, ".zfs/") }
