@@ -30,7 +30,7 @@ func main() {
 		os.Exit(2)
 	}
 	for _, d := range res.Ours {
-		fmt.Fprintln(os.Stderr, d)
+		fmt.Println(d)
 	}
 	fmt.Printf("typecheck: %d of our packages (test variants included), %d errors in ours, %d upstream errors ignored (stand-in modules)\n",
 		res.Packages, len(res.Ours), res.Ignored)
