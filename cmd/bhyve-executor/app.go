@@ -118,6 +118,20 @@ func (a *app) job() (job, error) {
 	return j, nil
 }
 
+// stage is the common start of a stage that takes no arguments: the
+// runner's settings and the job gitlab-runner is running.
+func (a *app) stage(name string, args []string) (*settings.Settings, job, error) {
+	if len(args) != 0 {
+		return nil, job{}, usagef("%s takes no arguments", name)
+	}
+	s, err := a.settings()
+	if err != nil {
+		return nil, job{}, err
+	}
+	j, err := a.job()
+	return s, j, err
+}
+
 // host is the view of the bhyve host shared by this process's work. In the
 // Custom executor the process that holds a job's VM is gitlab-runner, our
 // parent: the VM stays held between stages, and becomes an orphan when

@@ -28,14 +28,7 @@ type configDriver struct {
 // which shell to generate scripts for, and the VM's name, which is known
 // before the VM exists because it derives from the job.
 func configStage(ctx context.Context, a *app, args []string) error {
-	if len(args) != 0 {
-		return usagef("config takes no arguments")
-	}
-	s, err := a.settings()
-	if err != nil {
-		return err
-	}
-	j, err := a.job()
+	s, j, err := a.stage("config", args)
 	if err != nil {
 		return err
 	}

@@ -11,14 +11,7 @@ import (
 // stages need to reach it saved in the job's TMPDIR. If anything fails,
 // including a SIGTERM from gitlab-runner, the VM is destroyed before exit.
 func prepareStage(ctx context.Context, a *app, args []string) error {
-	if len(args) != 0 {
-		return usagef("prepare takes no arguments")
-	}
-	s, err := a.settings()
-	if err != nil {
-		return err
-	}
-	j, err := a.job()
+	s, j, err := a.stage("prepare", args)
 	if err != nil {
 		return err
 	}
