@@ -37,6 +37,7 @@ func TestGitOverHTTP(t *testing.T) {
 	update(t, s, done, "success", nil)
 	enqueue(t, s, gitlab.JobSpec{Name: "clone", Project: repo.Path, Script: []string{"true"}})
 	p := requestJob(t, s, token, "s", true)
+	queued, _ := s.Job(enqueue(t, s, gitlab.JobSpec{Name: "queued", Project: repo.Path, Script: []string{"true"}}))
 
 	withToken := func(tok string) string {
 		u, _ := url.Parse(p.GitInfo.RepoURL)
@@ -53,6 +54,7 @@ func TestGitOverHTTP(t *testing.T) {
 		{"no credentials", noCreds.String(), "could not read Username"},
 		{"wrong token", withToken("glcbt-wrong"), "Authentication failed"},
 		{"finished job's token", withToken(done.Token), "Authentication failed"},
+		{"queued job's token", withToken(queued.Token), "Authentication failed"},
 		{"no such project", strings.Replace(p.GitInfo.RepoURL, "group/project", "group/other", 1), "not found"},
 	} {
 		t.Run("refused/"+tc.name, func(t *testing.T) {

@@ -71,6 +71,11 @@ func call(t *testing.T, s *gitlab.Server, method, path string, header http.Heade
 
 // send is call without the test, for goroutines.
 func send(s *gitlab.Server, method, path string, header http.Header, body any) (response, error) {
+	return sendWith(http.DefaultClient, s, method, path, header, body)
+}
+
+// sendWith sends through c, e.g. one that dials inside a simulated host.
+func sendWith(c *http.Client, s *gitlab.Server, method, path string, header http.Header, body any) (response, error) {
 	var rd io.Reader
 	ctype := ""
 	switch b := body.(type) {
@@ -95,7 +100,7 @@ func send(s *gitlab.Server, method, path string, header http.Header, body any) (
 		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
