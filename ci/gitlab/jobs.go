@@ -364,10 +364,9 @@ func (s *Server) handleJobRequest(w http.ResponseWriter, r *http.Request) {
 		deadline = t.C
 	}
 	s.mu.Lock()
-	rn := s.runnerLocked(req.Token)
+	rn := s.authenticateRunnerLocked(w, req.Token)
 	if rn == nil {
 		s.mu.Unlock()
-		apiError(w, http.StatusForbidden, "403 Forbidden")
 		return
 	}
 	rn.touchManagerLocked(req.SystemID, req.Info)
@@ -380,9 +379,8 @@ func (s *Server) handleJobRequest(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 		s.mu.Lock()
-		if s.runnerLocked(req.Token) == nil {
+		if s.authenticateRunnerLocked(w, req.Token) == nil {
 			s.mu.Unlock()
-			apiError(w, http.StatusForbidden, "403 Forbidden")
 			return
 		}
 	}

@@ -77,12 +77,22 @@ func (s *Server) newRunnerLocked(token, description string) *runner {
 	return r
 }
 
-// runnerLocked authenticates a runner token; nil is GitLab's 403.
+// runnerLocked is the runner with an authentication token, or nil.
 func (s *Server) runnerLocked(token string) *runner {
 	if token == "" {
 		return nil
 	}
 	return s.runners[token]
+}
+
+// authenticateRunnerLocked is Rails' authenticate_runner!: it answers 403
+// and returns nil for a token no runner has.
+func (s *Server) authenticateRunnerLocked(w http.ResponseWriter, token string) *runner {
+	rn := s.runnerLocked(token)
+	if rn == nil {
+		apiError(w, http.StatusForbidden, "403 Forbidden")
+	}
+	return rn
 }
 
 // touchManagerLocked records the runner process behind a request, as
@@ -141,80 +151,63 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	rn := s.runnerLocked(req.Token)
-	if rn == nil {
-		s.mu.Unlock()
-		apiError(w, http.StatusForbidden, "403 Forbidden")
-		return
+	defer s.mu.Unlock()
+	if rn := s.authenticateRunnerLocked(w, req.Token); rn != nil {
+		rn.touchManagerLocked(req.SystemID, req.Info)
+		writeJSON(w, http.StatusOK, tokenResponse{ID: rn.ID, Token: rn.Token})
 	}
-	rn.touchManagerLocked(req.SystemID, req.Info)
-	resp := tokenResponse{ID: rn.ID, Token: rn.Token}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, resp)
 }
 
 // DELETE /api/v4/runners: 204, 403 for an unknown token.
 func (s *Server) handleUnregister(w http.ResponseWriter, r *http.Request) {
-	var req tokenRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.runnerLocked(req.Token) == nil {
-		apiError(w, http.StatusForbidden, "403 Forbidden")
-		return
-	}
-	delete(s.runners, req.Token)
-	w.WriteHeader(http.StatusNoContent)
+	s.withRunner(w, r, func(rn *runner, _ tokenRequest) {
+		delete(s.runners, rn.Token)
+		w.WriteHeader(http.StatusNoContent)
+	})
 }
 
 // DELETE /api/v4/runners/managers (UnregisterRunnerManagerService): 204;
 // 403 for an unknown token, 400 without system_id, 404 for a system_id
 // the runner never used.
 func (s *Server) handleUnregisterManager(w http.ResponseWriter, r *http.Request) {
+	s.withRunner(w, r, func(rn *runner, req tokenRequest) {
+		switch {
+		case req.SystemID == "":
+			apiError(w, http.StatusBadRequest, "400 Bad request - `system_id` needs to be specified for runners created in the UI.")
+		case rn.managers[req.SystemID] == nil:
+			apiError(w, http.StatusNotFound, "404 Not Found")
+		default:
+			delete(rn.managers, req.SystemID)
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+}
+
+// POST /api/v4/runners/reset_authentication_token: 201 with the new token;
+// the old one stops working at once. 403 for an unknown token.
+func (s *Server) handleResetToken(w http.ResponseWriter, r *http.Request) {
+	s.withRunner(w, r, func(rn *runner, _ tokenRequest) {
+		delete(s.runners, rn.Token)
+		prefix := ""
+		if rn.Created {
+			prefix = CreatedRunnerTokenPrefix
+		}
+		rn.Token = prefix + randomToken(10)
+		s.runners[rn.Token] = rn
+		writeJSON(w, http.StatusCreated, tokenResponse{Token: rn.Token})
+	})
+}
+
+// withRunner decodes a {token, system_id} body and runs fn under the lock
+// for the runner it authenticates; otherwise it has answered 400 or 403.
+func (s *Server) withRunner(w http.ResponseWriter, r *http.Request, fn func(*runner, tokenRequest)) {
 	var req tokenRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rn := s.runnerLocked(req.Token)
-	switch {
-	case rn == nil:
-		apiError(w, http.StatusForbidden, "403 Forbidden")
-	case req.SystemID == "":
-		apiError(w, http.StatusBadRequest, "400 Bad request - `system_id` needs to be specified for runners created in the UI.")
-	case rn.managers[req.SystemID] == nil:
-		apiError(w, http.StatusNotFound, "404 Not Found")
-	default:
-		delete(rn.managers, req.SystemID)
-		w.WriteHeader(http.StatusNoContent)
+	if rn := s.authenticateRunnerLocked(w, req.Token); rn != nil {
+		fn(rn, req)
 	}
-}
-
-// POST /api/v4/runners/reset_authentication_token: 201 with the new token;
-// the old one stops working at once. 403 for an unknown token.
-func (s *Server) handleResetToken(w http.ResponseWriter, r *http.Request) {
-	var req tokenRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	s.mu.Lock()
-	rn := s.runnerLocked(req.Token)
-	if rn == nil {
-		s.mu.Unlock()
-		apiError(w, http.StatusForbidden, "403 Forbidden")
-		return
-	}
-	delete(s.runners, rn.Token)
-	prefix := ""
-	if rn.Created {
-		prefix = CreatedRunnerTokenPrefix
-	}
-	rn.Token = prefix + randomToken(10)
-	s.runners[rn.Token] = rn
-	resp := tokenResponse{Token: rn.Token}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, resp)
 }
