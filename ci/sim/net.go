@@ -30,47 +30,83 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 		}
 		ip = ips[0]
 	}
+	var c net.Conn
+	err = h.inNetNS(func() error {
+		var d net.Dialer
+		var derr error
+		c, derr = d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		return derr
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sim dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Listen opens a listening socket inside the host's network namespace, so
+// processes there (the runner under test) and the guests behind the bridge
+// reach it at HostAddr(). A socket keeps the namespace it was created in, so
+// accepting on it later from any thread is fine. addr must be numeric: a
+// resolver would run on other threads, outside the namespace.
+func (h *Host) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	hostPart, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("sim listen %s: %w", addr, err)
+	}
+	if hostPart != "" {
+		if _, err := netip.ParseAddr(hostPart); err != nil {
+			return nil, fmt.Errorf("sim listen %s: want a numeric address such as %s:0: %w", addr, h.HostAddr(), err)
+		}
+	}
+	var l net.Listener
+	err = h.inNetNS(func() error {
+		var lc net.ListenConfig
+		var lerr error
+		l, lerr = lc.Listen(ctx, network, addr)
+		return lerr
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sim listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// inNetNS runs fn on a locked OS thread that has joined the host's network
+// namespace; sockets fn creates belong to that namespace for their lifetime.
+// The thread is moved back before Go may reuse it.
+func (h *Host) inNetNS(fn func() error) error {
 	target, err := os.Open("/run/netns/" + h.cfg.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("sim dial: host namespace: %w", err)
+		return fmt.Errorf("host namespace: %w", err)
 	}
 	defer target.Close()
 
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("sim dial: own namespace: %w", err)}
+			done <- fmt.Errorf("own namespace: %w", err)
 			return
 		}
 		defer orig.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("sim dial: enter %s: %w", h.cfg.NetNS, err)}
+			done <- fmt.Errorf("enter %s: %w", h.cfg.NetNS, err)
 			return
 		}
-		var d net.Dialer
-		c, derr := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		ferr := fn()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 			// Leave the thread locked: Go discards it with this goroutine
 			// rather than reuse a thread in the wrong namespace.
-			ch <- result{c, derr}
+			done <- ferr
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- result{c, derr}
+		done <- ferr
 	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
-	}
-	return r.c, nil
+	return <-done
 }
 
 // Command prepares a command that runs as part of the FreeBSD host, as the
