@@ -66,6 +66,9 @@ type Options struct {
 	// SSHUser is the guest login user, created on the machine if absent
 	// (freebsd).
 	SSHUser string
+	// GuestFiles are machine files linked into the default template's disk
+	// by guest path, e.g. {"/usr/local/bin/gitlab-runner": "/abs/bin/gitlab-runner-sandbox"}.
+	GuestFiles map[string]string
 	// Binary is a built bhyve-sim; empty means $BHYVE_SIM_BINARY or a build
 	// of ci/cmd/bhyve-sim made once per test process.
 	Binary string
@@ -101,6 +104,7 @@ func Start(ctx context.Context, o Options) (*Host, error) {
 		Template:      o.Template,
 		Snapshot:      o.Snapshot,
 		SSHUser:       o.SSHUser,
+		GuestFiles:    o.GuestFiles,
 		Binary:        bin,
 	})
 	if err != nil {
@@ -251,6 +255,12 @@ func WithOwnHostKey() TemplateOption {
 // rsa); by default it has only an ed25519 key.
 func WithHostKeyTypes(types ...string) TemplateOption {
 	return func(o *host.TemplateOptions) { o.HostKeyTypes = types }
+}
+
+// WithFiles links machine files into the template's disk by guest path
+// (see Options.GuestFiles).
+func WithFiles(files map[string]string) TemplateOption {
+	return func(o *host.TemplateOptions) { o.Files = files }
 }
 
 // WithGuestConfig overrides loader, cpu and memory in the template's conf

@@ -37,6 +37,9 @@ type Options struct {
 	Snapshot      string
 	SSHUser       string
 	Dataset       string
+	// GuestFiles are machine files every template's disk carries, by guest
+	// path (see TemplateOptions.Files).
+	GuestFiles map[string]string
 	// Binary is the bhyve-sim executable to install into the root.
 	Binary string
 	// Log receives progress diagnostics (nil: discarded).
@@ -243,7 +246,7 @@ func up(ctx context.Context, cfg *simstate.Config, o Options) error {
 		return err
 	}
 	fmt.Fprintf(o.Log, "bhyve-sim: template %s@%s\n", cfg.Template, cfg.Snapshot)
-	if err := AddTemplate(cfg, cfg.Template, cfg.Snapshot, TemplateOptions{}); err != nil {
+	if err := AddTemplate(cfg, cfg.Template, cfg.Snapshot, TemplateOptions{Files: o.GuestFiles}); err != nil {
 		return err
 	}
 	return cfg.Save()

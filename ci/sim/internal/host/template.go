@@ -23,6 +23,11 @@ type TemplateOptions struct {
 	OwnHostKey bool
 	// Loader, CPU, Memory override the guest configuration.
 	Loader, CPU, Memory string
+	// Files maps guest paths to machine files the disk links to, e.g. a
+	// gitlab-runner binary at /usr/local/bin/gitlab-runner, as an operator
+	// installs one into a real template. A link, not a copy: guests see the
+	// machine's root below their own, and a 150 MB copy per boot is waste.
+	Files map[string]string
 }
 
 // AddTemplate creates a stopped VM as `vm create` would leave it (conf with
@@ -109,6 +114,21 @@ func AddTemplate(cfg *simstate.Config, name, snap string, o TemplateOptions) err
 	}
 	for _, p := range []string{filepath.Dir(dotSSH), dotSSH, ak} {
 		_ = os.Lchown(p, uid, gid)
+	}
+	for guestPath, machinePath := range o.Files {
+		if !filepath.IsAbs(guestPath) || !filepath.IsAbs(machinePath) {
+			return fmt.Errorf("template %s: file %s -> %s: both paths must be absolute", name, guestPath, machinePath)
+		}
+		if _, err := os.Stat(machinePath); err != nil {
+			return fmt.Errorf("template %s: file for %s: %w", name, guestPath, err)
+		}
+		link := filepath.Join(disk, guestPath)
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			return err
+		}
+		if err := os.Symlink(machinePath, link); err != nil {
+			return fmt.Errorf("template %s: %w", name, err)
+		}
 	}
 	rc := fmt.Sprintf("hostname=%q\nifconfig_vtnet0=\"SYNCDHCP\"\nsshd_enable=\"YES\"\n", name)
 	if err := os.WriteFile(filepath.Join(disk, "etc", "rc.conf"), []byte(rc), 0o644); err != nil {
