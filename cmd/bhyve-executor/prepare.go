@@ -15,9 +15,12 @@ func prepareStage(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	template, err := s.SelectTemplate(j.Image)
+	template, warning, err := s.SelectTemplate(j.Image)
 	if err != nil {
 		return err
+	}
+	if warning != "" {
+		fmt.Fprintln(a.stdout, warning)
 	}
 	h, err := a.host()
 	if err != nil {

@@ -152,14 +152,30 @@ func TestProtocolSystemFailureIsRetriedAndLeavesNothing(t *testing.T) {
 }
 
 func TestProtocolImageNotAllowedCreatesNoVM(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, `allowed_images = ["freebsd-1[45]", "openbsd-.*"]`)
 	var log bytes.Buffer
 	res, err := h.runner.Run(context.Background(), customexec.Job{ID: 1004, Image: "freebsd-evil", Stages: stages("true\n")}, &log)
 	require.NoError(t, err)
 	assert.Equal(t, customexec.SystemFailure, res.Failure, "the Custom executor protocol has no configuration-error exit code")
 	assert.Contains(t, log.String(), "configuration error")
-	assert.Contains(t, log.String(), `"freebsd-evil"`)
+	assert.Contains(t, log.String(), `"freebsd-evil" is not allowed`)
+	assert.Contains(t, log.String(), `"freebsd-1[45]", "openbsd-.*"`, "the refusal lists the patterns")
 	assert.NotContains(t, log.String(), "Cloning")
+	h.noJobVMs(t)
+}
+
+// A project-wide `default: image: node:20` reaches every job. Without
+// allowed_images upstream's VM executors ignore it with a warning and run the
+// default template; so does this one.
+func TestProtocolImageIgnoredWithEmptyAllowedImages(t *testing.T) {
+	h := newHarness(t)
+	var log bytes.Buffer
+	res, err := h.runner.Run(context.Background(), customexec.Job{ID: 1006, Image: "node:20", Stages: stages("echo build ok\n")}, &log)
+	require.NoError(t, err)
+	t.Logf("job log:\n%s", log.String())
+	assert.Equal(t, customexec.NoFailure, res.Failure)
+	assert.Contains(t, log.String(), "WARNING: image \"node:20\" is ignored: allowed_images is empty, so the job runs in the default template "+fmt.Sprintf("%q", h.sim.Template()))
+	assert.Contains(t, log.String(), "build ok")
 	h.noJobVMs(t)
 }
 

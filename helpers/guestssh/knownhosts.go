@@ -2,96 +2,167 @@ package guestssh
 
 import (
 	"bytes"
-	"crypto/hmac"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 )
 
-// KnownHosts is a parsed known_hosts file. It is the one known_hosts parser
-// and matcher of the project: helpers/settings validates known_hosts_file with
-// it at load time and serves HostKeysFor from it.
+// KnownHosts is a known_hosts file, read by golang.org/x/crypto/ssh/knownhosts.
+// It is the one known_hosts reader of the project: helpers/settings checks
+// known_hosts_file with it at load time and serves HostKeysFor from it.
 //
 // Clone addresses change with every job, so our known_hosts files file a
 // template's keys under a fixed alias, normally the template name, instead of
-// an address. Host patterns follow OpenSSH, matched against the alias:
-//   - patterns are comma-separated; "*" matches any run of characters, "?"
-//     exactly one; matching ignores case (OpenSSH lower-cases both sides);
-//   - "!pattern" negates: an alias matching any negated pattern of a line is
-//     excluded from that line even if a positive pattern matches, and a line
-//     of only negated patterns matches nothing;
-//   - "|1|salt|hash" (ssh-keygen -H) matches the one alias whose lower-cased
-//     HMAC-SHA1 under salt is hash; hashed patterns have no wildcards.
+// an address. The library parses the file and matches the alias as it would
+// a host name on port 22: comma-separated patterns, "*" and "?" wildcards,
+// "!pattern" vetoing its line, "|1|salt|hash" names from ssh-keygen -H, and a
+// @revoked key revoked whatever the host patterns of its line say (stricter
+// than OpenSSH, which applies @revoked only to the hosts it matches: a key
+// known to be compromised must not stay usable for another template).
 //
-// Where we depart from OpenSSH, we do so to fail closed and loudly:
-//   - A key on any "@revoked" line is revoked for every alias, whatever that
-//     line's host patterns say. OpenSSH only applies a @revoked line to the
-//     hosts it matches; a key known to be compromised must not stay usable
-//     for another template because its pattern was narrower.
-//   - "@cert-authority" lines are an error anywhere in the file, not only
-//     when they match the alias being looked up: we pin keys and do not verify
-//     host certificates, and a CA line we skipped would look like a pin for a
-//     template that a later job may select.
-//   - Every line must parse, including lines that match no alias in use, and
-//     a hashed or empty host pattern that could never match is an error
-//     (OpenSSH skips such lines): a typo in the file is worth knowing about
-//     before a job depends on it.
+// The library only answers "is this key right for this host", so KeysFor
+// learns the pinned keys from its *knownhosts.KeyError for a key no file
+// holds, and drops those the library calls revoked.
 //
-// A KnownHosts is immutable once parsed and safe for concurrent use.
+// checkLines refuses, naming the line, what the library cannot express or
+// gets wrong for us, so that nothing fails open and typos fail loudly:
+//   - "@cert-authority" lines, anywhere in the file: we pin keys and do not
+//     verify certificates; the library's plain-key check even accepts a CA
+//     line's key as a key of the hosts that line matches.
+//   - A hashed name next to other patterns, or negated: the library treats
+//     such a name as a literal that never matches, so "*,!|1|..." would
+//     admit the very template it was meant to exclude.
+//   - Empty patterns ("a,,b"), which the library skips, and hashed names
+//     that cannot match (bad base64, not 20 bytes of HMAC-SHA1).
+//   - Upper case in plain patterns: OpenSSH matches case-insensitively,
+//     the library does not, and template names are lower case; "FreeBSD-14"
+//     would silently pin nothing.
+//
+// A KnownHosts is immutable once read and safe for concurrent use.
 type KnownHosts struct {
-	entries []knownHostsEntry
+	path  string
+	check ssh.HostKeyCallback
 }
 
-type knownHostsEntry struct {
-	revoked  bool
-	patterns []hostPattern
-	key      ssh.PublicKey
-}
-
-// hostPattern is one comma-separated element of a line's host field.
-type hostPattern struct {
-	negated bool
-	glob    string // lower-cased wildcard pattern; unused when hashed
-	hashed  bool
-	salt    []byte
-	sum     []byte // HMAC-SHA1(key=salt, alias)
-}
-
-// ParseKnownHosts parses and checks every line of a known_hosts file. Blank
+// ReadKnownHosts reads and checks every line of a known_hosts file. Blank
 // lines and lines starting with '#' are skipped; a malformed line is an error
 // naming its line number ("line 3: ..."), even if it would match no alias.
-func ParseKnownHosts(data []byte) (*KnownHosts, error) {
-	kh := &KnownHosts{}
+//
+// The file is read twice, once for checkLines and once by the library, which
+// only takes file names. Whoever could change it in between could as well
+// pin a key of their own; helpers/settings refuses a file everyone may write.
+func ReadKnownHosts(path string) (*KnownHosts, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLines(data); err != nil {
+		return nil, err
+	}
+	check, err := knownhosts.New(path)
+	if err != nil {
+		return nil, lineError(path, err)
+	}
+	return &KnownHosts{path: path, check: check}, nil
+}
+
+// lineError restates the library's "knownhosts: FILE:N: ..." as "line N:
+// ...": callers say which file they read.
+func lineError(path string, err error) error {
+	rest, ok := strings.CutPrefix(err.Error(), "knownhosts: "+path+":")
+	if !ok {
+		return err
+	}
+	num, msg, ok := strings.Cut(rest, ": ")
+	if _, nerr := strconv.Atoi(num); !ok || nerr != nil {
+		return err
+	}
+	return fmt.Errorf("line %s: %s", num, strings.TrimPrefix(msg, "knownhosts: "))
+}
+
+// checkLines applies the rules listed at KnownHosts to every line.
+func checkLines(data []byte) error {
 	for i, raw := range bytes.Split(data, []byte("\n")) {
 		line := strings.TrimSpace(string(bytes.TrimSuffix(raw, []byte("\r"))))
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		e, err := parseKnownHostsLine(line)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		if err := checkLine(line); err != nil {
+			return fmt.Errorf("line %d: %w", i+1, err)
 		}
-		kh.entries = append(kh.entries, e)
 	}
-	return kh, nil
+	return nil
+}
+
+func checkLine(line string) error {
+	fields := strings.Fields(line)
+	if strings.HasPrefix(fields[0], "@") {
+		// OpenSSH's markers are case-sensitive.
+		switch fields[0] {
+		case "@revoked":
+		case "@cert-authority":
+			return fmt.Errorf("@cert-authority entries are not supported; pin the host key itself")
+		default:
+			return fmt.Errorf("unknown marker %s", strconv.Quote(fields[0]))
+		}
+		fields = fields[1:]
+	}
+	if len(fields) < 3 {
+		return fmt.Errorf("has %d field(s), not \"[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]\"", len(fields))
+	}
+	patterns := strings.Split(fields[0], ",")
+	for _, p := range patterns {
+		plain := strings.TrimPrefix(p, "!")
+		switch {
+		case plain == "":
+			return fmt.Errorf("host pattern %s is empty", strconv.Quote(p))
+		case strings.HasPrefix(plain, "|"):
+			if len(patterns) > 1 || plain != p {
+				return fmt.Errorf("host pattern %s: a hashed name must be the line's only host pattern, not negated", strconv.Quote(p))
+			}
+			if err := checkHashed(p); err != nil {
+				return fmt.Errorf("host pattern %s %w", strconv.Quote(p), err)
+			}
+		case strings.ToLower(plain) != plain:
+			return fmt.Errorf("host pattern %s has upper case letters; template names are lower case, write %s", strconv.Quote(p), strconv.Quote(strings.ToLower(p)))
+		}
+	}
+	return nil
+}
+
+// checkHashed accepts what ssh-keygen -H writes:
+// "|1|" + base64(salt) + "|" + base64(HMAC-SHA1(key=salt, host)).
+func checkHashed(p string) error {
+	parts := strings.Split(p, "|")
+	if len(parts) != 4 || parts[0] != "" || parts[1] != "1" {
+		return fmt.Errorf("is not a hashed name of the form |1|SALT|HASH")
+	}
+	_, err1 := base64.StdEncoding.DecodeString(parts[2])
+	sum, err2 := base64.StdEncoding.DecodeString(parts[3])
+	if err1 != nil || err2 != nil || len(sum) != sha1.Size {
+		return fmt.Errorf("is not a hashed name of the form |1|SALT|HASH (bad base64)")
+	}
+	return nil
 }
 
 // LoadKnownHosts reads a known_hosts file and returns the keys filed under
 // alias. See KnownHosts and KnownHosts.KeysFor.
 func LoadKnownHosts(path, alias string) ([]ssh.PublicKey, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, failure.Configf("known_hosts_file: cannot read %s: %w", path, err)
-	}
-	kh, err := ParseKnownHosts(data)
+	kh, err := ReadKnownHosts(path)
 	if err != nil {
 		return nil, failure.Configf("known_hosts_file %s: %w", path, err)
 	}
@@ -118,164 +189,56 @@ func (e *NoHostKeyError) Error() string {
 	return fmt.Sprintf("no host key for %q; add a line %q with the template's /etc/ssh/ssh_host_ed25519_key.pub", e.Alias, e.Alias+" ssh-ed25519 AAAA...")
 }
 
+// probeKey is a key no known_hosts file holds: checked against it, the
+// library lists in its KeyError every key pinned for the host. Made per
+// process, so no file can name it.
+var probeKey = sync.OnceValues(func() (ssh.PublicKey, error) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewPublicKey(pub)
+})
+
 // KeysFor returns the keys of the lines whose host patterns match alias, in
 // file order, each key once, without revoked keys. No such key is a
-// *NoHostKeyError: an empty pin list would be useless.
+// *NoHostKeyError: an empty pin list would be useless. alias is matched in
+// lower case, as OpenSSH matches host names.
 func (kh *KnownHosts) KeysFor(alias string) ([]ssh.PublicKey, error) {
 	if alias == "" {
 		return nil, fmt.Errorf("known_hosts lookup needs a host alias (the template name)")
 	}
-	revoked := map[string]bool{}
-	for _, e := range kh.entries {
-		if e.revoked {
-			revoked[string(e.key.Marshal())] = true
-		}
+	alias = strings.ToLower(alias)
+	probe, err := probeKey()
+	if err != nil {
+		return nil, fmt.Errorf("known_hosts lookup for %q: %w", alias, err)
+	}
+	// The library matches "host:port", and unbracketed patterns mean port
+	// 22; the guest's real port plays no part in which template it is.
+	host := net.JoinHostPort(alias, "22")
+	remote := &net.TCPAddr{IP: net.IPv4zero, Port: 22}
+	var listed *knownhosts.KeyError
+	if err := kh.check(host, remote, probe); !errors.As(err, &listed) {
+		return nil, fmt.Errorf("known_hosts lookup for %q: unexpected answer from %s: %v", alias, kh.path, err)
 	}
 	var keys []ssh.PublicKey
 	seen := map[string]bool{}
 	onlyRevoked := false
-	for _, e := range kh.entries {
-		if e.revoked || !matchHostPatterns(e.patterns, alias) {
-			continue
-		}
-		k := string(e.key.Marshal())
-		if revoked[k] {
+	for _, w := range listed.Want {
+		var revoked *knownhosts.RevokedError
+		if errors.As(kh.check(host, remote, w.Key), &revoked) {
 			onlyRevoked = true
 			continue
 		}
-		if !seen[k] {
+		if k := string(w.Key.Marshal()); !seen[k] {
 			seen[k] = true
-			keys = append(keys, e.key)
+			keys = append(keys, w.Key)
 		}
 	}
 	if len(keys) == 0 {
 		return nil, &NoHostKeyError{Alias: alias, Revoked: onlyRevoked}
 	}
 	return keys, nil
-}
-
-// parseKnownHostsLine parses one non-comment line. We do not use
-// ssh.ParseKnownHosts: it silently skips a line without whitespace and
-// rejects a comment containing more than one word, both legal or worth an
-// error in OpenSSH's eyes.
-func parseKnownHostsLine(line string) (knownHostsEntry, error) {
-	var e knownHostsEntry
-	fields := strings.Fields(line)
-	if strings.HasPrefix(fields[0], "@") {
-		// OpenSSH's markers are case-sensitive.
-		switch fields[0] {
-		case "@revoked":
-			e.revoked = true
-		case "@cert-authority":
-			return e, fmt.Errorf("@cert-authority entries are not supported; pin the host key itself")
-		default:
-			return e, fmt.Errorf("unknown marker %s", strconv.Quote(fields[0]))
-		}
-		fields = fields[1:]
-	}
-	if len(fields) < 3 {
-		return e, fmt.Errorf("has %d field(s), not \"[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]\"", len(fields))
-	}
-	for _, p := range strings.Split(fields[0], ",") {
-		hp, err := parseHostPattern(p)
-		if err != nil {
-			return e, fmt.Errorf("host pattern %s %w", strconv.Quote(p), err)
-		}
-		e.patterns = append(e.patterns, hp)
-	}
-	blob, err := base64.StdEncoding.DecodeString(fields[2])
-	if err != nil {
-		return e, fmt.Errorf("key is not valid base64: %w", err)
-	}
-	e.key, err = ssh.ParsePublicKey(blob)
-	if err != nil {
-		return e, fmt.Errorf("cannot parse %s key: %w", fields[1], err)
-	}
-	if e.key.Type() != fields[1] {
-		return e, fmt.Errorf("key type %s does not match the encoded %s key", fields[1], e.key.Type())
-	}
-	return e, nil
-}
-
-func parseHostPattern(p string) (hostPattern, error) {
-	var hp hostPattern
-	hp.negated = strings.HasPrefix(p, "!")
-	p = strings.TrimPrefix(p, "!")
-	switch {
-	case p == "":
-		return hp, fmt.Errorf("is empty")
-	case strings.HasPrefix(p, "|"):
-		// "|1|" + base64(salt) + "|" + base64(HMAC-SHA1(key=salt, host)).
-		parts := strings.Split(p, "|")
-		if len(parts) != 4 || parts[0] != "" || parts[1] != "1" {
-			return hp, fmt.Errorf("is not a hashed name of the form |1|SALT|HASH")
-		}
-		salt, err1 := base64.StdEncoding.DecodeString(parts[2])
-		sum, err2 := base64.StdEncoding.DecodeString(parts[3])
-		if err1 != nil || err2 != nil || len(sum) != sha1.Size {
-			return hp, fmt.Errorf("is not a hashed name of the form |1|SALT|HASH (bad base64)")
-		}
-		hp.hashed, hp.salt, hp.sum = true, salt, sum
-	default:
-		hp.glob = strings.ToLower(p)
-	}
-	return hp, nil
-}
-
-// matchHostPatterns reports whether host matches a line's pattern list. As in
-// OpenSSH, one matching negated pattern rejects the line regardless of
-// positive matches.
-func matchHostPatterns(patterns []hostPattern, host string) bool {
-	host = strings.ToLower(host)
-	matched := false
-	for _, p := range patterns {
-		if !p.matches(host) {
-			continue
-		}
-		if p.negated {
-			return false
-		}
-		matched = true
-	}
-	return matched
-}
-
-// matches reports whether the lower-cased host matches p, ignoring negation.
-func (p hostPattern) matches(host string) bool {
-	if p.hashed {
-		mac := hmac.New(sha1.New, p.salt)
-		mac.Write([]byte(host))
-		return hmac.Equal(mac.Sum(nil), p.sum)
-	}
-	return wildcardMatch(p.glob, host)
-}
-
-// wildcardMatch is OpenSSH's match_pattern: '*' matches any run, '?' one byte.
-func wildcardMatch(pattern, s string) bool {
-	// Iterative matcher with a single backtrack point for the last '*',
-	// linear in practice for host-name sized inputs.
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
-			p++
-			i++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			i = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }
 
 // ParsePinnedKey parses a single host key in authorized_keys / .pub form,

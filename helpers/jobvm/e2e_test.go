@@ -1,3 +1,5 @@
+//go:build linux
+
 package jobvm_test
 
 // End-to-end tests of the job VM lifecycle on the simulated FreeBSD host:

@@ -277,9 +277,12 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 	if err != nil {
 		return nil, err
 	}
-	template, err := s.SelectTemplate(req.Image)
+	template, warning, err := s.SelectTemplate(req.Image)
 	if err != nil {
 		return nil, err
+	}
+	if warning != "" {
+		logf("%s", warning)
 	}
 	host, err := p.jobHost()
 	if err != nil {

@@ -13,8 +13,9 @@ import (
 // known_hosts_file holds the host keys pinned per TEMPLATE NAME, not per
 // address: every clone of a template has the template's host keys but a fresh
 // DHCP address, so the name is the only stable identity. The format, the
-// pattern matching and the semantic choices (global @revoked, @cert-authority
-// refused anywhere, every line checked) are guestssh.KnownHosts'; this file
+// pattern matching (x/crypto's knownhosts) and the semantic choices (global
+// @revoked, @cert-authority refused anywhere, every line checked) are
+// guestssh.KnownHosts'; this file
 // adds what belongs to the settings: reading the file, its permissions, and
 // messages that tell the operator how to pin a key.
 
@@ -23,7 +24,7 @@ const knownHostsExpect = `expected lines such as "TEMPLATE ssh-ed25519 AAAA..." 
 // readKnownHosts reads and checks every line of file, so that a typo is a
 // Load error and not a surprise in the first job that selects that template.
 func readKnownHosts(file string) (*guestssh.KnownHosts, error) {
-	data, mode, err := readRegular(file)
+	_, mode, err := readRegular(file)
 	if err != nil {
 		return nil, fmt.Errorf("%w; expected a readable known_hosts file", err)
 	}
@@ -32,7 +33,7 @@ func readKnownHosts(file string) (*guestssh.KnownHosts, error) {
 	if mode&0o002 != 0 {
 		return nil, fmt.Errorf("%s is writable by every user (mode %04o); expected chmod 644 or stricter", file, mode.Perm())
 	}
-	hosts, err := guestssh.ParseKnownHosts(data)
+	hosts, err := guestssh.ReadKnownHosts(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w; %s", file, err, knownHostsExpect)
 	}

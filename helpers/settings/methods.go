@@ -11,47 +11,55 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 )
 
-// SelectTemplate maps a job's image: onto the template VM to clone. An empty
-// image or the default template selects Template. Anything else must be a
-// valid vm-bhyve name, must not carry name_prefix (those are other jobs' VMs,
-// and cloning one would hand its contents to this job) and must match one of
-// allowed_images in full. Every refusal is a *failure.ConfigError that lists
-// what the runner allows.
-func (s *Settings) SelectTemplate(image string) (string, error) {
+// SelectTemplate maps a job's image: onto the template VM to clone, as
+// upstream's VM executors do (executors/vm GetBaseName):
+//   - an empty image or the default template selects Template;
+//   - with allowed_images empty, any other image: is ignored and Template is
+//     used, so a project-wide `default: image: node:20` does not fail every
+//     job. warning is then a complete line for the job log, printed as is by
+//     both front-ends so they say the same words;
+//   - otherwise the image must be a valid vm-bhyve name, must not carry
+//     name_prefix (those are other jobs' VMs, and cloning one would hand its
+//     contents to this job) and must match one of allowed_images in full.
+//     Every refusal is a *failure.ConfigError that lists the patterns.
+func (s *Settings) SelectTemplate(image string) (template, warning string, err error) {
 	if image == "" || image == s.Template {
-		return s.Template, nil
+		return s.Template, "", nil
+	}
+	if len(s.AllowedImages) == 0 {
+		return s.Template, fmt.Sprintf("WARNING: image %s is ignored: allowed_images is empty, so the job runs in the default template %s",
+			strconv.Quote(abbreviate(image)), strconv.Quote(s.Template)), nil
 	}
 	d, err := s.parsed()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	refuse := func(why string) error {
 		return failure.Configf("%s: %s: image %s %s; expected %s", s.Path, d.allowedWhere, strconv.Quote(abbreviate(image)), why, s.allowedDescription())
 	}
 	if !ValidVMName(image) {
-		return "", refuse("is not a valid vm-bhyve VM name (lowercase letters, digits, '_' and '-', starting with a letter or digit, no '.', no tag or @snapshot, at most 229 characters)")
+		return "", "", refuse("is not a valid vm-bhyve VM name (lowercase letters, digits, '_' and '-', starting with a letter or digit, no '.', no tag or @snapshot, at most 229 characters)")
 	}
 	if s.NamePrefix != "" && strings.HasPrefix(image, s.NamePrefix) {
-		return "", refuse(fmt.Sprintf("starts with name_prefix %s, which marks job VMs, not templates", strconv.Quote(s.NamePrefix)))
+		return "", "", refuse(fmt.Sprintf("starts with name_prefix %s, which marks job VMs, not templates", strconv.Quote(s.NamePrefix)))
 	}
 	for _, re := range d.allowed {
 		if re.MatchString(image) {
-			return image, nil
+			return image, "", nil
 		}
 	}
-	return "", refuse("is not allowed")
+	return "", "", refuse("is not allowed")
 }
 
+// allowedDescription is for refusals, which only a non-empty allowed_images
+// makes.
 func (s *Settings) allowedDescription() string {
-	def := fmt.Sprintf("no image: or image: %s (the default template)", strconv.Quote(s.Template))
-	if len(s.AllowedImages) == 0 {
-		return def + "; allowed_images is empty, so no other template is allowed"
-	}
 	quoted := make([]string, len(s.AllowedImages))
 	for i, p := range s.AllowedImages {
 		quoted[i] = strconv.Quote(p)
 	}
-	return fmt.Sprintf("%s, or a name matching one of %s (each pattern must match the whole name)", def, strings.Join(quoted, ", "))
+	return fmt.Sprintf("no image: or image: %s (the default template), or a name matching one of %s (each pattern must match the whole name)",
+		strconv.Quote(s.Template), strings.Join(quoted, ", "))
 }
 
 // Signers are the keys to offer to the guest's sshd: the identity_file key,

@@ -54,8 +54,8 @@ type Settings struct {
 	// is cloned: vm clone TEMPLATE@SNAPSHOT NAME.
 	Snapshot string
 	// AllowedImages (allowed_images, []) are regular expressions a job's
-	// image: must match in full to select another template. Empty: jobs may
-	// only use Template.
+	// image: must match in full to select another template. Empty: image:
+	// is ignored with a warning and jobs use Template, as upstream does.
 	AllowedImages []string
 
 	// VMCommand (vm_command, ["/usr/local/sbin/vm"]) is vm-bhyve's CLI.

@@ -163,7 +163,7 @@ func TestKnownHostsFileProblems(t *testing.T) {
 		want          string
 	}{
 		{"missing fields", "freebsd-14\n", 0o644, R + `DIR/known_hosts: line 1: has 1 field(s), not "[@MARKER] HOST-PATTERNS KEY-TYPE BASE64-KEY [COMMENT]"; ` + expect},
-		{"bad line for a template not in use", pinned + "# c\nopenbsd-7 ssh-ed25519 !!!notbase64\n", 0o644, R + `DIR/known_hosts: line 3: key is not valid base64: illegal base64 data at input byte 0; ` + expect},
+		{"bad line for a template not in use", pinned + "# c\nopenbsd-7 ssh-ed25519 !!!notbase64\n", 0o644, R + `DIR/known_hosts: line 3: illegal base64 data at input byte 0; ` + expect},
 		{"cert authority for a template not in use", pinned + "@cert-authority *.example " + k.line + "\n", 0o644, R + `DIR/known_hosts: line 2: @cert-authority entries are not supported; pin the host key itself; ` + expect},
 		{"writable by everyone", pinned, 0o666, R + `DIR/known_hosts is writable by every user (mode 0666); expected chmod 644 or stricter`},
 		{"no entry for the default template", "freebsd-15 " + k.line + "\n", 0o644, R + `DIR/known_hosts has no host key for template "freebsd-14" (host patterns are matched against the template name, not an address); expected a line such as "freebsd-14 ssh-ed25519 AAAA..." (ssh-keyscan -t ed25519 ADDRESS of a booted freebsd-14 prints the key)`},

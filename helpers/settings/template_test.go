@@ -45,25 +45,41 @@ func TestSelectTemplate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(abbreviate(tc.image), func(t *testing.T) {
-			got, err := s.SelectTemplate(tc.image)
+			got, warning, err := s.SelectTemplate(tc.image)
 			if tc.wantErr != "" {
 				requireConfigError(t, err, f.expand(tc.wantErr))
 				return
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, got)
+			assert.Empty(t, warning, "a non-empty allowed_images never ignores image:")
 		})
 	}
 
-	t.Run("empty allowed_images allows only the template", func(t *testing.T) {
+	t.Run("empty allowed_images ignores image: like upstream", func(t *testing.T) {
 		f := newFixture(t)
 		s, err := Load(f.settings(t, minimal), "ci-1")
 		require.NoError(t, err)
-		got, err := s.SelectTemplate("")
-		require.NoError(t, err)
-		assert.Equal(t, "freebsd-14", got)
-		_, err = s.SelectTemplate("freebsd-15")
-		requireConfigError(t, err, f.expand(`FILE: runners."ci-1".allowed_images: image "freebsd-15" is not allowed; expected no image: or image: "freebsd-14" (the default template); allowed_images is empty, so no other template is allowed`))
+		for _, image := range []string{"", "freebsd-14"} {
+			got, warning, err := s.SelectTemplate(image)
+			require.NoError(t, err)
+			assert.Equal(t, "freebsd-14", got)
+			assert.Empty(t, warning, "%q is the template: nothing is ignored", image)
+		}
+		// Upstream ignores any name here; so does this, without ever
+		// passing it on. The warning quotes it (no terminal escapes).
+		for image, shown := range map[string]string{
+			"node:20":                          `"node:20"`,
+			"freebsd-15":                       `"freebsd-15"`,
+			"ci-1-42-0":                        `"ci-1-42-0"`,
+			"x\x1b[31m; rm -rf /":              `"x\x1b[31m; rm -rf /"`,
+			"node-" + strings.Repeat("a", 300): `"node-` + strings.Repeat("a", 52) + `..."`,
+		} {
+			got, warning, err := s.SelectTemplate(image)
+			require.NoError(t, err, image)
+			assert.Equal(t, "freebsd-14", got, image)
+			assert.Equal(t, "WARNING: image "+shown+` is ignored: allowed_images is empty, so the job runs in the default template "freebsd-14"`, warning)
+		}
 	})
 }
 
@@ -72,19 +88,19 @@ func TestAllowedImagesAnchorAlternatives(t *testing.T) {
 	s, err := Load(f.settings(t, minimal+`allowed_images = ["(?i)FreeBSD-1[45]|openbsd"]`+"\n"), "ci-1")
 	require.NoError(t, err)
 	for image, ok := range map[string]bool{"freebsd-15": true, "openbsd": true, "xopenbsd": false, "openbsd-7": false, "freebsd-15x": false} {
-		_, err := s.SelectTemplate(image)
+		_, _, err := s.SelectTemplate(image)
 		assert.Equal(t, ok, err == nil, "%s: %v", image, err)
 	}
 }
 
 func TestSelectTemplateOnSettingsBuiltInCode(t *testing.T) {
 	s := &Settings{Path: "bhyve.toml", Template: "freebsd-14", NamePrefix: "ci-", AllowedImages: []string{"freebsd-.*"}}
-	got, err := s.SelectTemplate("freebsd-15")
+	got, _, err := s.SelectTemplate("freebsd-15")
 	require.NoError(t, err)
 	assert.Equal(t, "freebsd-15", got)
 
 	bad := &Settings{Path: "bhyve.toml", Template: "freebsd-14", AllowedImages: []string{"freebsd-(1"}}
-	_, err = bad.SelectTemplate("freebsd-15")
+	_, _, err = bad.SelectTemplate("freebsd-15")
 	requireConfigError(t, err, "bhyve.toml: allowed_images[0]: \"freebsd-(1\" is not a valid regular expression (error parsing regexp: missing closing ): `freebsd-(1`)")
 
 	k := newKeyPair(t)
@@ -130,17 +146,21 @@ func TestExampleFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "freebsd-14", s.Template)
 	assert.Equal(t, filepath.Join(f.dir, "bhyve_id_ed25519"), s.SSH.IdentityFile)
-	got, err := s.SelectTemplate("freebsd-15")
+	got, _, err := s.SelectTemplate("freebsd-15")
 	require.NoError(t, err)
 	assert.Equal(t, "freebsd-15", got)
+	_, _, err = s.SelectTemplate("freebsd-13")
+	require.Error(t, err, "freebsd-ci lists its templates; others are refused")
 
 	big, err := Load(path, "freebsd-ci-big")
 	require.NoError(t, err)
 	assert.Equal(t, "freebsd-14-big", big.Template)
 	assert.Equal(t, 2222, big.SSH.Port)
 	assert.Equal(t, "gitlab-runner", big.SSH.User)
-	_, err = big.SelectTemplate("freebsd-15")
-	require.Error(t, err, "the big runner allows only its template")
+	got, warning, err := big.SelectTemplate("freebsd-15")
+	require.NoError(t, err)
+	assert.Equal(t, "freebsd-14-big", got, "allowed_images = []: image: is ignored")
+	assert.NotEmpty(t, warning)
 	keys, err := big.HostKeysFor(big.Template)
 	require.NoError(t, err)
 	assert.Len(t, keys, 1)

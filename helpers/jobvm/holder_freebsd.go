@@ -1,0 +1,38 @@
+//go:build freebsd && (amd64 || arm64)
+
+package jobvm
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// processStart reads the start time from the kernel's kinfo_proc: no ps(1),
+// whose dates follow TZ and LC_TIME, and no fork per check.
+func processStart(pid int) (string, error) {
+	// Read the boot time on both sides of kinfo_proc: if a clock step moved
+	// it in between, ki_start may have been computed with either value.
+	for range 3 {
+		before, err := unix.SysctlTimeval("kern.boottime")
+		if err != nil {
+			return "", fmt.Errorf("sysctl kern.boottime: %w", err)
+		}
+		kinfo, err := unix.SysctlRaw("kern.proc.pid", pid)
+		if errors.Is(err, unix.ESRCH) {
+			return "", errNoProcess
+		}
+		if err != nil {
+			return "", fmt.Errorf("sysctl kern.proc.pid.%d: %w", pid, err)
+		}
+		after, err := unix.SysctlTimeval("kern.boottime")
+		if err != nil {
+			return "", fmt.Errorf("sysctl kern.boottime: %w", err)
+		}
+		if *before == *after {
+			return processStartFromKinfo(kinfo, pid, before.Sec, before.Usec)
+		}
+	}
+	return "", errors.New("kern.boottime kept changing (clock being stepped); try again")
+}
