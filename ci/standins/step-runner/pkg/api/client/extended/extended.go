@@ -28,7 +28,7 @@ type FollowOutput struct {
 // Client talks to step-runner. The stand-in never hands one out.
 type Client struct{}
 
-var errNoClient = standin.Unavailable("the step-runner client (native steps, run:, FF_USE_NATIVE_STEPS)")
+var errNoClient = standin.Unavailable("the step-runner client (native steps: run:, FF_SCRIPT_TO_STEP_MIGRATION, FF_CONCRETE)")
 
 // New refuses without dialing.
 func New(Dialer) (*Client, error) {
