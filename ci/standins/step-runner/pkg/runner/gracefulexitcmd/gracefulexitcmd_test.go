@@ -3,9 +3,10 @@ package gracefulexitcmd
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -13,9 +14,9 @@ import (
 // The script gets SIGTERM when ctx ends and may finish on its own terms.
 func TestCancelSendsSIGTERMAndLetsTheScriptFinish(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var out syncBuffer
+	out := newOutput(t)
 	cmd := New(ctx, 10*time.Second, "sh", "-c", `trap 'echo terminated; exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
-	cmd.Stdout = &out
+	cmd.Stdout = out.file
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +34,10 @@ func TestCancelSendsSIGTERMAndLetsTheScriptFinish(t *testing.T) {
 // A script that ignores SIGTERM is killed once the delay has passed.
 func TestIgnoredSIGTERMIsFollowedByAKillAfterTheDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var out syncBuffer
+	out := newOutput(t)
 	const delay = 300 * time.Millisecond
 	cmd := New(ctx, delay, "sh", "-c", `trap '' TERM; echo ready; while :; do sleep 0.05; done`)
-	cmd.Stdout = &out
+	cmd.Stdout = out.file
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,22 +54,28 @@ func TestIgnoredSIGTERMIsFollowedByAKillAfterTheDelay(t *testing.T) {
 	}
 }
 
-// syncBuffer is written by os/exec's copying goroutine while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
+// output is a file the script writes to directly, so the test can read it
+// while the script runs without sharing memory with os/exec.
+type output struct {
+	t    *testing.T
+	file *os.File
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+func newOutput(t *testing.T) *output {
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return &output{t: t, file: f}
 }
 
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func (o *output) String() string {
+	b, err := os.ReadFile(o.file.Name())
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return string(b)
 }
 
 func waitFor(t *testing.T, cond func() bool) {
