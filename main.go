@@ -87,6 +87,7 @@ func main() {
 	clihelpers.SetupCPUProfile(app)
 	clihelpers.FixHOME(app)
 	clihelpers.WarnOnBool(os.Args)
+	warnIfSandbox(app)
 	runnerlog.ConfigureLogging(app)
 
 	logrus.Debugln("bhyve executor", version.Version)
@@ -115,6 +116,28 @@ func exitOnLoggedFatal() {
 func printVersion(c *cli.Context) {
 	common.AppVersion.Printer(c)
 	fmt.Printf("bhyve executor: %s\n", version.Version)
+	if notice := version.SandboxNotice(version.StandIns()); notice != "" {
+		fmt.Println(notice)
+	}
+}
+
+// warnIfSandbox makes a binary linked with the sandbox overlay's stand-in
+// modules (ci/README.md) say so at every start. Installed before
+// ConfigureLogging, whose hook runs first, so the warning honours the
+// configured log format.
+func warnIfSandbox(app *cli.App) {
+	notice := version.SandboxNotice(version.StandIns())
+	if notice == "" {
+		return
+	}
+	next := app.Before
+	app.Before = func(c *cli.Context) error {
+		logrus.Warn(notice)
+		if next != nil {
+			return next(c)
+		}
+		return nil
+	}
 }
 
 // registry holds every upstream executor plus "bhyve". Upstream validates each
