@@ -400,3 +400,76 @@ func TestE2EStaleRowsForAReusedAddressGiveTheRightAddress(t *testing.T) {
 	assert.Equal(t, vm.Name+"\n", out.String())
 	require.NoError(t, vm.Close(context.Background()))
 }
+
+// lockedLog collects job log lines from any goroutine.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(&l.b, format+"\n", args...)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// vm-bhyve's `vm _run` gives up on a uefi-custom guest whose firmware
+// (vm_dir/.config/BHYVE_UEFI.fd) is missing before it writes run.lock, so
+// the guest never leaves Stopped. That must fail in seconds, not after
+// boot_timeout, with vm-bhyve's reason, and as a failure not worth retrying.
+func TestE2EVMBhyveGivingUpBeforeBootFailsAtOnceWithItsReason(t *testing.T) {
+	e := newE2E(t)
+	require.NoError(t, e.sim.AddTemplate("nofirmware", e.sim.Snapshot(), sim.WithGuestConfig("uefi-custom", "", "")))
+	var log lockedLog
+	name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 500, 0)
+
+	start := time.Now()
+	vm, err := e.host.Manager(e.s, "nofirmware", "").Create(context.Background(), jobvm.Job{ID: 500}, log.logf)
+	took := time.Since(start)
+	require.Error(t, err)
+	assert.Nil(t, vm)
+	t.Logf("error after %s: %v\njob log:\n%s", took.Round(time.Millisecond), err, log.String())
+	assert.Contains(t, err.Error(), "fatal; unable to locate firmware "+e.sim.VMDir()+"/.config/BHYVE_UEFI.fd")
+	assert.Equal(t, failure.Permanent, failure.KindOf(err), "the same start fails the same way every time")
+	assert.Less(t, took, 10*time.Second, "boot_timeout is %s", e.s.BootTimeout)
+	assert.Contains(t, log.String(), "[loader: uefi-custom]", "vm-bhyve.log reaches the job log before the VM (and its log) is destroyed")
+	e.gone(t, name)
+}
+
+// A boot watches vm-bhyve.log without privilege and runs `vm list` (as root,
+// a sudo log line each) only when the log says something changed, or every
+// few seconds.
+func TestE2EBootRunsFewPrivilegedCommands(t *testing.T) {
+	e := newE2E(t)
+	// A real bhyveload waits autoboot_delay (vm-bhyve's loader_timeout, 3 s
+	// by default) in the Bootloader stage; the simulator's default is 150 ms.
+	for _, delay := range []time.Duration{0, 3 * time.Second} {
+		t.Run(fmt.Sprintf("loader stage %s", delay), func(t *testing.T) {
+			require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{LoaderDelay: delay}))
+			t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+			before, err := e.sim.VMInvocations()
+			require.NoError(t, err)
+			job := int64(600 + delay/time.Second)
+			vm, err := e.manager().Create(context.Background(), jobvm.Job{ID: job}, logTo(t))
+			require.NoError(t, err)
+			after, err := e.sim.VMInvocations()
+			require.NoError(t, err)
+			require.NoError(t, vm.Close(context.Background()))
+
+			counts := map[string]int{}
+			for _, args := range after[len(before):] {
+				counts[args[0]]++
+			}
+			t.Logf("vm commands during Create (loader stage %s): %v; timings %+v", delay, counts, vm.Timings)
+			assert.Equal(t, 1, counts["clone"])
+			assert.Equal(t, 1, counts["start"])
+			assert.LessOrEqual(t, counts["list"], 3, "vm list runs")
+		})
+	}
+}

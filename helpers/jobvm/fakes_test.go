@@ -20,11 +20,10 @@ type fakeHypervisor struct {
 	calls []string
 	vms   map[string]*fakeVM
 
-	// boot is the sequence of states WaitState reports after Start; when it
-	// runs out, WaitState blocks until its context ends.
+	// boot is the sequence of states a Boot goes through; see Boot.
 	boot []vmbhyve.State
 
-	failClone, failSetConf, failStart, failStop, failDestroy error
+	failClone, failSetConf, failStart, failBoot, failStop, failDestroy error
 }
 
 type fakeVM struct {
@@ -123,31 +122,30 @@ func (h *fakeHypervisor) ReadConf(name string) (map[string]string, error) {
 	return out, nil
 }
 
-func (h *fakeHypervisor) Start(ctx context.Context, name string) error {
+// Boot records the start, then walks through h.boot: Running succeeds, and
+// when the states run out Boot blocks until its context ends. failBoot is
+// what a guest that stopped instead reports (a *vmbhyve.BootError from the
+// real driver).
+func (h *fakeHypervisor) Boot(ctx context.Context, name string) (vmbhyve.VM, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.record("start %s", name)
-	if h.failStart != nil {
-		return h.failStart
-	}
-	return nil
-}
-
-func (h *fakeHypervisor) WaitState(ctx context.Context, name string, ok func(vm vmbhyve.VM, exists bool) bool) (vmbhyve.VM, error) {
-	h.mu.Lock()
-	seq := h.boot
+	failStart, failBoot, seq := h.failStart, h.failBoot, h.boot
 	h.mu.Unlock()
+	if failStart != nil {
+		return vmbhyve.VM{}, failStart
+	}
 	for _, st := range seq {
 		h.mu.Lock()
-		v, exists := h.vms[name]
-		if exists {
+		if v, exists := h.vms[name]; exists {
 			v.state = st
 		}
 		h.mu.Unlock()
-		vm := vmbhyve.VM{Name: name, State: st, StateText: string(st)}
-		if ok(vm, exists) {
-			return vm, nil
+		if st == vmbhyve.StateRunning {
+			return vmbhyve.VM{Name: name, State: st, StateText: string(st)}, nil
 		}
+	}
+	if failBoot != nil {
+		return vmbhyve.VM{}, failBoot
 	}
 	<-ctx.Done()
 	return vmbhyve.VM{}, fmt.Errorf("waiting for %s: %w", name, ctx.Err())

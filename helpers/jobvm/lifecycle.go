@@ -27,8 +27,9 @@ type Hypervisor interface {
 	AllocateMAC(ctx context.Context) (net.HardwareAddr, func(), error)
 	SetConf(ctx context.Context, name string, kv ...string) error
 	ReadConf(name string) (map[string]string, error)
-	Start(ctx context.Context, name string) error
-	WaitState(ctx context.Context, name string, ok func(vm vmbhyve.VM, exists bool) bool) (vmbhyve.VM, error)
+	// Boot starts the VM and waits until vm-bhyve runs it; a guest that
+	// stops first is a *vmbhyve.BootError.
+	Boot(ctx context.Context, name string) (vmbhyve.VM, error)
 	Stop(ctx context.Context, name string, acpiTimeout time.Duration) error
 	Destroy(ctx context.Context, name string) error
 }
@@ -220,7 +221,7 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	defer cancel()
 
 	logf("Starting %s (MAC %s)", name, mac)
-	if err := m.phase(v, PhaseBoot, func() error { return m.boot(bootCtx, name) }); err != nil {
+	if err := m.phase(v, PhaseBoot, func() error { return m.boot(bootCtx, name, logf) }); err != nil {
 		return nil, m.bootErr(ctx, bootCtx, "start", err)
 	}
 
@@ -265,38 +266,16 @@ func (m *Manager) replaceLeftover(ctx context.Context, name string, jobID int64,
 	return m.stopAndDestroy(dctx, name)
 }
 
-// boot starts the VM and waits until vm-bhyve reports it running. `vm start`
-// returns before anything happened (and vm-bhyve ≤1.6 exits 0 even on
-// failure), so only the state in `vm list` counts.
-func (m *Manager) boot(ctx context.Context, name string) error {
-	if err := m.VMs.Start(ctx, name); err != nil {
-		return err
+// boot starts the VM and waits until vm-bhyve runs it. If it stopped
+// instead, what vm-bhyve wrote in its vm-bhyve.log goes to the job log now:
+// destroying the VM removes the file.
+func (m *Manager) boot(ctx context.Context, name string, logf Logf) error {
+	_, err := m.VMs.Boot(ctx, name)
+	var be *vmbhyve.BootError
+	if errors.As(err, &be) && len(be.Log) > 0 {
+		logf("%s/vm-bhyve.log:\n  %s", name, strings.Join(be.Log, "\n  "))
 	}
-	sawStarting := false
-	var died bool
-	_, err := m.VMs.WaitState(ctx, name, func(vm vmbhyve.VM, exists bool) bool {
-		switch {
-		case !exists:
-			died = true
-			return true
-		case vm.State == vmbhyve.StateRunning:
-			return true
-		case vm.State == vmbhyve.StateLocked || vm.State == vmbhyve.StateBootloader:
-			sawStarting = true
-		case vm.State == vmbhyve.StateStopped && sawStarting:
-			// It started and stopped again: bhyve exited during boot.
-			died = true
-			return true
-		}
-		return false
-	})
-	if err != nil {
-		return err
-	}
-	if died {
-		return fmt.Errorf("%s stopped while booting; vm-bhyve's log is %s/vm-bhyve.log", name, name)
-	}
-	return nil
+	return err
 }
 
 // bootErr says which deadline ended a boot phase: ours (boot_timeout, a

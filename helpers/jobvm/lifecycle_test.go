@@ -125,9 +125,20 @@ func TestCreateFailuresNeverLeaveAVM(t *testing.T) {
 		"guest dies while booting": {
 			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
 				h.boot = []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateBootloader, vmbhyve.StateStopped}
+				h.failBoot = &vmbhyve.BootError{Name: "x", Log: []string{"booting", "fatal; loader returned error 1", "stopped"}}
 			},
 			kind:      failure.System,
-			message:   "stopped while booting",
+			message:   "x stopped while booting: fatal; loader returned error 1",
+			destroyed: true,
+		},
+		"vm-bhyve gives up before booting": {
+			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
+				h.boot = []vmbhyve.State{vmbhyve.StateStopped}
+				h.failBoot = &failure.PermanentError{Err: &vmbhyve.BootError{Name: "x", Early: true,
+					Log: []string{"initialising", "fatal; unable to locate firmware /usr/local/share/uefi-firmware/BHYVE_UEFI_CODE-devel.fd"}}}
+			},
+			kind:      failure.Permanent,
+			message:   "vm-bhyve gave up starting x before booting it: fatal; unable to locate firmware",
 			destroyed: true,
 		},
 		"never reaches Running": {

@@ -31,9 +31,13 @@ type Driver struct {
 	VMDir string
 	// Cmd runs the commands; nil means ExecCommander{}.
 	Cmd Commander
-	// PollInterval is the pause between `vm list` polls; zero means
-	// DefaultPollInterval.
+	// PollInterval is the pause between `vm list` polls (WaitState, Stop)
+	// and between looks at a booting guest's vm-bhyve.log (Boot); zero
+	// means DefaultPollInterval.
 	PollInterval time.Duration
+	// ListInterval is the longest pause between `vm list` runs while Boot
+	// watches a guest; zero means DefaultListInterval.
+	ListInterval time.Duration
 
 	locks nameLocks
 
