@@ -130,6 +130,10 @@ func (h *Host) VMCommand() string { return h.cfg.VMCommand() }
 // SysrcCommand is the path of the installed fake sysrc.
 func (h *Host) SysrcCommand() string { return h.cfg.SysrcCommand() }
 
+// ZFSCommand is the fake zfs(8): `list -H -o name,mountpoint TARGET` and
+// `destroy -r DATASET` over the host's fake ZFS.
+func (h *Host) ZFSCommand() string { return h.cfg.ZFSCommand() }
+
 // BinDir holds vm and sysrc; put it first in PATH.
 func (h *Host) BinDir() string { return h.cfg.BinDir }
 

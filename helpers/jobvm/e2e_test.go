@@ -473,3 +473,101 @@ func TestE2EBootRunsFewPrivilegedCommands(t *testing.T) {
 		})
 	}
 }
+
+// Partial clones on the simulated host: `vm clone` creates the datasets and
+// only then renames the conf (zfs::clone), and in between vm-bhyve itself
+// cannot see or destroy the clone.
+func TestE2EPartialClonesAreNeverLeftBehind(t *testing.T) {
+	e := newE2E(t)
+	ctx := context.Background()
+	e.host.Driver(e.s).ZFS = []string{e.sim.ZFSCommand()}
+	m := e.manager()
+	dataset := func(name string) bool { // "" is the datastore itself
+		ds := strings.TrimSuffix(e.sim.Dataset()+"/"+name, "/")
+		r, err := e.sim.Command(ctx, e.sim.ZFSCommand(), "list", "-H", "-o", "name,mountpoint", ds).CombinedOutput()
+		t.Logf("zfs list %s: %s (%v)", name, strings.TrimSpace(string(r)), err)
+		return err == nil
+	}
+
+	t.Run("cancel mid-clone", func(t *testing.T) {
+		require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{CloneDelay: 2 * time.Second}))
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 700, 0)
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			// Cancel once the datasets exist and the conf does not.
+			for !dataset(name) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+		}()
+		_, err := m.Create(cctx, jobvm.Job{ID: 700}, logTo(t))
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Contains(t, err.Error(), "cancelled while cloning")
+		assert.False(t, dataset(name), "no dataset left")
+		assert.NoDirExists(t, e.sim.VMDir()+"/"+name)
+		e.gone(t, name)
+	})
+
+	t.Run("left by a failed clone, removed by the next attempt", func(t *testing.T) {
+		name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 701, 0)
+		require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{Fail: sim.FailCloneRename, FailTimes: 1}))
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		r, err := e.sim.VM(ctx, "clone", e.sim.Template()+"@"+e.sim.Snapshot(), name)
+		require.NoError(t, err)
+		require.Equal(t, 1, r.ExitCode, r.String())
+		require.True(t, dataset(name), "a partial clone: datasets without a conf")
+
+		vm, err := m.Create(ctx, jobvm.Job{ID: 701}, logTo(t))
+		require.NoError(t, err)
+		require.NoError(t, vm.Close(ctx))
+		e.gone(t, name)
+		assert.False(t, dataset(name))
+	})
+
+	t.Run("sweep", func(t *testing.T) {
+		abandoned := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 702, 0)
+		foreign := "operator-partial"
+		for _, name := range []string{abandoned, foreign} {
+			require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{Fail: sim.FailCloneRename, FailTimes: 1}))
+			r, err := e.sim.VM(ctx, "clone", e.sim.Template()+"@"+e.sim.Snapshot(), name)
+			require.NoError(t, err)
+			require.Equal(t, 1, r.ExitCode, r.String())
+		}
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		// A directory with our prefix that is no dataset of its own: zfs
+		// list answers with the datastore, which must never be destroyed.
+		plain := e.s.NamePrefix + "plain-dir"
+		require.NoError(t, os.Mkdir(e.sim.VMDir()+"/"+plain, 0o755))
+
+		found, err := m.Sweep(ctx, false)
+		require.NoError(t, err)
+		for _, f := range found {
+			assert.NotEqual(t, jobvm.Partial, f.Verdict, "%s is too young to be abandoned", f.Name)
+		}
+
+		m.Now = func() time.Time { return time.Now().Add(time.Hour) }
+		found, err = m.Sweep(ctx, false)
+		require.NoError(t, err)
+		got := map[string]jobvm.Found{}
+		for _, f := range found {
+			got[f.Name] = f
+		}
+		require.Contains(t, got, abandoned)
+		assert.Equal(t, jobvm.Partial, got[abandoned].Verdict)
+		assert.NoError(t, got[abandoned].Err)
+		assert.False(t, dataset(abandoned))
+		assert.NoDirExists(t, e.sim.VMDir()+"/"+abandoned)
+
+		assert.NotContains(t, got, foreign, "another prefix is not looked at")
+		assert.True(t, dataset(foreign))
+		require.Contains(t, got, plain)
+		require.Error(t, got[plain].Err)
+		assert.Contains(t, got[plain].Err.Error(), "is not a ZFS dataset of its own")
+		assert.DirExists(t, e.sim.VMDir()+"/"+plain)
+		assert.True(t, dataset(""), "the datastore is intact")
+		_, exists, err := e.host.Driver(e.s).Get(ctx, e.sim.Template())
+		require.NoError(t, err)
+		assert.True(t, exists)
+	})
+}

@@ -23,6 +23,9 @@ type Driver struct {
 	VM []string
 	// Sysrc is the argv prefix of sysrc(8), e.g. {"/usr/sbin/sysrc"}.
 	Sysrc []string
+	// ZFS is the argv prefix of zfs(8), which only removes partial clones
+	// (DestroyPartialClone); empty means DefaultZFS.
+	ZFS []string
 	// Privilege is prepended to VM and Sysrc: {"sudo", "-n"}, {"doas", "-n"}
 	// or empty when the runner is root.
 	Privilege []string

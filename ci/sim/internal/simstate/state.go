@@ -172,6 +172,7 @@ func (c *Config) KnownHosts() string   { return filepath.Join(c.SSHDir(), "known
 func (c *Config) SSHKey() string       { return filepath.Join(c.SSHDir(), "id_ed25519") }
 func (c *Config) VMCommand() string    { return filepath.Join(c.BinDir, "vm") }
 func (c *Config) SysrcCommand() string { return filepath.Join(c.BinDir, "sysrc") }
+func (c *Config) ZFSCommand() string   { return filepath.Join(c.BinDir, "zfs") }
 func (c *Config) SystemConf() string   { return filepath.Join(c.VMDir, ".config", "system.conf") }
 
 // UEFIFirmwareDir stands in for /usr/local/share/uefi-firmware, where the
