@@ -53,6 +53,9 @@ type Fault struct {
 	SSHDelay time.Duration
 	// ShutdownDelay: how long an ACPI shutdown takes; 1.5s when zero.
 	ShutdownDelay time.Duration
+	// CloneDelay: `vm clone` pauses after creating the new datasets and
+	// before renaming the conf (set on the template or on the new name).
+	CloneDelay time.Duration
 	// NoDHCP: the guest never asks for a lease.
 	NoDHCP bool
 	// NoSSHD: sshd never starts.
@@ -80,6 +83,7 @@ func (f Fault) internal() simstate.Fault {
 		LoaderDelay:   simstate.Duration(f.LoaderDelay),
 		SSHDelay:      simstate.Duration(f.SSHDelay),
 		ShutdownDelay: simstate.Duration(f.ShutdownDelay),
+		CloneDelay:    simstate.Duration(f.CloneDelay),
 		NoDHCP:        f.NoDHCP,
 		NoSSHD:        f.NoSSHD,
 		IgnoreACPI:    f.IgnoreACPI,
@@ -97,6 +101,7 @@ func fromInternal(f simstate.Fault) Fault {
 		LoaderDelay:   time.Duration(f.LoaderDelay),
 		SSHDelay:      time.Duration(f.SSHDelay),
 		ShutdownDelay: time.Duration(f.ShutdownDelay),
+		CloneDelay:    time.Duration(f.CloneDelay),
 		NoDHCP:        f.NoDHCP,
 		NoSSHD:        f.NoSSHD,
 		IgnoreACPI:    f.IgnoreACPI,

@@ -13,7 +13,9 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,6 +134,10 @@ func (h *Host) VMCommand() string { return h.cfg.VMCommand() }
 // SysrcCommand is the path of the installed fake sysrc.
 func (h *Host) SysrcCommand() string { return h.cfg.SysrcCommand() }
 
+// ZFSCommand is the fake zfs(8): `list -H -o name,mountpoint TARGET` and
+// `destroy -r DATASET` over the host's fake ZFS.
+func (h *Host) ZFSCommand() string { return h.cfg.ZFSCommand() }
+
 // BinDir holds vm and sysrc; put it first in PATH.
 func (h *Host) BinDir() string { return h.cfg.BinDir }
 
@@ -164,6 +170,10 @@ func (h *Host) VersionMode() string { return h.cfg.VersionMode }
 
 // Template is the template made at start.
 func (h *Host) Template() string { return h.cfg.Template }
+
+// Templates lists every template on the host: Template and those made by
+// AddTemplate.
+func (h *Host) Templates() []string { return append([]string(nil), h.cfg.Templates...) }
 
 // Snapshot is the template's snapshot.
 func (h *Host) Snapshot() string { return h.cfg.Snapshot }
@@ -289,6 +299,25 @@ func (h *Host) GuestLog(name string) string { return h.cfg.GuestLog(name) }
 
 // VMLog is NAME/vm-bhyve.log.
 func (h *Host) VMLog(name string) string { return filepath.Join(h.cfg.VMPath(name), "vm-bhyve.log") }
+
+// VMInvocations returns the argument lists of every `vm` command run on the
+// host so far, oldest first, including vm-bhyve's own background `_run`.
+func (h *Host) VMInvocations() ([][]string, error) {
+	b, err := os.ReadFile(h.cfg.InvocationLog())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read vm invocation log: %w", err)
+	}
+	var out [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line != "" {
+			out = append(out, strings.Fields(line))
+		}
+	}
+	return out, nil
+}
 
 // ConfPath is NAME/NAME.conf.
 func (h *Host) ConfPath(name string) string { return h.cfg.ConfPath(name) }

@@ -64,8 +64,8 @@ func cleanupStage(ctx context.Context, a *app, args []string) error {
 
 	found, err := m.Sweep(ctx, false)
 	for _, f := range found {
-		if f.Verdict == jobvm.Orphan {
-			fmt.Fprintf(a.stdout, "bhyve-executor: swept orphaned VM %s (job %d): %v\n", f.Name, f.Job, errOrOK(f.Err))
+		if f.Removable() {
+			fmt.Fprintf(a.stdout, "bhyve-executor: swept %s (%s, job %d): %v\n", f.Name, f.Verdict, f.Job, errOrOK(f.Err))
 		}
 	}
 	if err != nil {

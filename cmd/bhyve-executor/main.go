@@ -92,6 +92,15 @@ const (
 // The protocol has no "configuration error", so bad settings are system
 // failures whose message starts with "configuration error:". Operator
 // commands exit 1 on any failure.
+//
+// Nor can the protocol say "do not retry": upstream's custom executor turns
+// SYSTEM_FAILURE_EXIT_CODE (and any unknown code) into a plain error, which
+// retryCreateExecutor retries (3 attempts in all); only
+// BUILD_FAILURE_EXIT_CODE becomes a *BuildError that stops it, labelled
+// script_failure. A permanent system failure (failure.Permanent) therefore
+// still exits SYSTEM_FAILURE_EXIT_CODE: blaming the job's script would hide
+// a broken host from the operator, and since such failures are detected
+// within seconds, the two extra attempts cost seconds, not boot_timeouts.
 func (a *app) exit(cmd command, err error) int {
 	if err == nil {
 		return exitOK

@@ -94,13 +94,20 @@ func stages(step string) []customexec.Stage {
 	}
 }
 
-// noJobVMs asserts that only the template is left on the host.
+// noJobVMs asserts that only templates are left on the host.
 func (h *harness) noJobVMs(t *testing.T) {
 	t.Helper()
 	out, err := exec.Command(h.sim.VMCommand(), "list").Output()
 	require.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	assert.Len(t, lines, 2, "only the header and the template remain:\n%s", out)
+	require.NotEmpty(t, lines)
+	templates := map[string]bool{}
+	for _, name := range h.sim.Templates() {
+		templates[name] = true
+	}
+	for _, line := range lines[1:] {
+		assert.True(t, templates[strings.Fields(line)[0]], "only the header and templates remain:\n%s", out)
+	}
 }
 
 func TestProtocolSuccessfulJob(t *testing.T) {
@@ -148,6 +155,29 @@ func TestProtocolSystemFailureIsRetriedAndLeavesNothing(t *testing.T) {
 	assert.Equal(t, 3, res.Prepares, "gitlab-runner retries a prepare that failed with a system failure")
 	assert.Empty(t, res.Ran)
 	assert.Contains(t, log.String(), "VM did not accept SSH within boot_timeout 3s")
+	h.noJobVMs(t)
+}
+
+// vm-bhyve giving up before it boots (no UEFI firmware for a uefi-custom
+// guest) is reported within seconds with vm-bhyve's reason. The Custom
+// executor protocol cannot say "do not retry" without calling it a script
+// failure, so gitlab-runner still makes its three attempts: each one fails
+// at once instead of after boot_timeout (60s here).
+func TestProtocolVMBhyveGivingUpBeforeBootFailsFast(t *testing.T) {
+	h := newHarness(t, `allowed_images = ["nofirmware"]`)
+	require.NoError(t, h.sim.AddTemplate("nofirmware", h.sim.Snapshot(), sim.WithGuestConfig("uefi-custom", "", "")))
+	var log bytes.Buffer
+	start := time.Now()
+	res, err := h.runner.Run(context.Background(), customexec.Job{ID: 1006, Image: "nofirmware", Stages: stages("true\n")}, &log)
+	took := time.Since(start)
+	require.NoError(t, err)
+	t.Logf("after %s, job log:\n%s", took.Round(time.Millisecond), log.String())
+	assert.Equal(t, customexec.SystemFailure, res.Failure)
+	assert.Equal(t, 3, res.Prepares, "upstream retries any SYSTEM_FAILURE_EXIT_CODE of prepare")
+	assert.Empty(t, res.Ran)
+	assert.Contains(t, log.String(), "fatal; unable to locate firmware "+h.sim.VMDir()+"/.config/BHYVE_UEFI.fd")
+	assert.Contains(t, log.String(), "permanent system failure")
+	assert.Less(t, took, 30*time.Second, "three quick failures and two 3s pauses, not three boot_timeouts")
 	h.noJobVMs(t)
 }
 

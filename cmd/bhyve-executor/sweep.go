@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
-
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
 )
 
 // sweepCommand lists this runner's job VMs that no live gitlab-runner holds
@@ -38,7 +36,7 @@ func sweepCommand(ctx context.Context, a *app, args []string) error {
 	orphans, failed := 0, 0
 	for _, f := range found {
 		action := "-"
-		if f.Verdict == jobvm.Orphan {
+		if f.Removable() {
 			orphans++
 			switch {
 			case !*force:

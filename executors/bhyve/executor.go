@@ -117,6 +117,10 @@ func buildError(err error) error {
 		return &common.BuildError{Inner: err, FailureReason: common.ScriptFailure, ExitCode: common.NormalizeExitCode(failure.ExitCode(err))}
 	case failure.Config:
 		return &common.BuildError{Inner: err, FailureReason: common.ConfigurationError}
+	case failure.Permanent:
+		// Still the host's fault, but a *BuildError ends upstream's prepare
+		// retries (retryCreateExecutor), which could only fail the same way.
+		return &common.BuildError{Inner: err, FailureReason: common.RunnerSystemFailure}
 	default:
 		return err
 	}

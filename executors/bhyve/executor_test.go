@@ -48,6 +48,10 @@ func TestBuildErrorMapping(t *testing.T) {
 		"killed by signal": {err: &failure.ScriptError{Code: 137, Signal: "SIGKILL"}, reason: common.ScriptFailure, exitCode: 137},
 		"bad settings":     {err: failure.Configf("bhyve.toml: boot_timeout: bad"), reason: common.ConfigurationError},
 		"system failure":   {err: system, plain: true},
+		"permanent system failure": {
+			err:    fmt.Errorf("boot: %w", &failure.PermanentError{Err: errors.New("fatal; unable to locate firmware")}),
+			reason: common.RunnerSystemFailure,
+		},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

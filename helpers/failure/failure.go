@@ -5,8 +5,10 @@
 //
 // The rule is: the job's own script exiting non-zero is a script failure;
 // something the operator must fix (settings, an image the job may not use) is
-// a configuration error; everything else is infrastructure trouble, a system
-// failure, which GitLab may retry.
+// a configuration error; infrastructure trouble that will happen again on
+// every attempt (vm-bhyve refusing to run the guest at all) is a permanent
+// system failure; everything else is infrastructure trouble, a system
+// failure, which may be retried.
 package failure
 
 import (
@@ -24,6 +26,10 @@ const (
 	Script
 	// Config means the operator's settings or the job's image choice are wrong.
 	Config
+	// Permanent is a system failure that retrying cannot fix, e.g. vm-bhyve's
+	// `vm _run` giving up before it boots anything because the host lacks
+	// the UEFI firmware. It is still the host's fault, not the job's.
+	Permanent
 )
 
 func (k Kind) String() string {
@@ -32,6 +38,8 @@ func (k Kind) String() string {
 		return "script failure"
 	case Config:
 		return "configuration error"
+	case Permanent:
+		return "permanent system failure"
 	default:
 		return "system failure"
 	}
@@ -48,6 +56,13 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 func Configf(format string, args ...any) error {
 	return &ConfigError{Err: fmt.Errorf(format, args...)}
 }
+
+// PermanentError reports a system failure that would recur on every attempt,
+// so a front-end must not retry it.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
 
 // ScriptError reports that the job script exited with a non-zero status.
 type ScriptError struct {
@@ -72,6 +87,10 @@ func KindOf(err error) Kind {
 	var ce *ConfigError
 	if errors.As(err, &ce) {
 		return Config
+	}
+	var pe *PermanentError
+	if errors.As(err, &pe) {
+		return Permanent
 	}
 	return System
 }

@@ -22,6 +22,8 @@ func TestKindOf(t *testing.T) {
 		"plain error":            {err: errors.New("ssh: connection lost"), kind: System},
 		"context deadline":       {err: fmt.Errorf("wait for lease: %w", context.DeadlineExceeded), kind: System},
 		"config wrapping system": {err: Configf("identity_file: %w", errors.New("permission denied")), kind: Config},
+		"permanent":              {err: fmt.Errorf("boot: %w", &PermanentError{Err: errors.New("fatal; unable to locate firmware")}), kind: Permanent},
+		"config beats permanent": {err: Configf("x: %w", &PermanentError{Err: errors.New("y")}), kind: Config},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -402,3 +402,174 @@ func TestE2EStaleRowsForAReusedAddressGiveTheRightAddress(t *testing.T) {
 	assert.Equal(t, vm.Name+"\n", out.String())
 	require.NoError(t, vm.Close(context.Background()))
 }
+
+// lockedLog collects job log lines from any goroutine.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(&l.b, format+"\n", args...)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// vm-bhyve's `vm _run` gives up on a uefi-custom guest whose firmware
+// (vm_dir/.config/BHYVE_UEFI.fd) is missing before it writes run.lock, so
+// the guest never leaves Stopped. That must fail in seconds, not after
+// boot_timeout, with vm-bhyve's reason, and as a failure not worth retrying.
+func TestE2EVMBhyveGivingUpBeforeBootFailsAtOnceWithItsReason(t *testing.T) {
+	e := newE2E(t)
+	require.NoError(t, e.sim.AddTemplate("nofirmware", e.sim.Snapshot(), sim.WithGuestConfig("uefi-custom", "", "")))
+	var log lockedLog
+	name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 500, 0)
+
+	start := time.Now()
+	vm, err := e.host.Manager(e.s, "nofirmware", "").Create(context.Background(), jobvm.Job{ID: 500}, log.logf)
+	took := time.Since(start)
+	require.Error(t, err)
+	assert.Nil(t, vm)
+	t.Logf("error after %s: %v\njob log:\n%s", took.Round(time.Millisecond), err, log.String())
+	assert.Contains(t, err.Error(), "fatal; unable to locate firmware "+e.sim.VMDir()+"/.config/BHYVE_UEFI.fd")
+	assert.Equal(t, failure.Permanent, failure.KindOf(err), "the same start fails the same way every time")
+	assert.Less(t, took, 10*time.Second, "boot_timeout is %s", e.s.BootTimeout)
+	assert.Contains(t, log.String(), "[loader: uefi-custom]", "vm-bhyve.log reaches the job log before the VM (and its log) is destroyed")
+	e.gone(t, name)
+}
+
+// A boot watches vm-bhyve.log without privilege and runs `vm list` (as root,
+// a sudo log line each) only when the log says something changed, or every
+// few seconds.
+func TestE2EBootRunsFewPrivilegedCommands(t *testing.T) {
+	e := newE2E(t)
+	// A real bhyveload waits autoboot_delay (vm-bhyve's loader_timeout, 3 s
+	// by default) in the Bootloader stage; the simulator's default is 150 ms.
+	for _, delay := range []time.Duration{0, 3 * time.Second} {
+		t.Run(fmt.Sprintf("loader stage %s", delay), func(t *testing.T) {
+			require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{LoaderDelay: delay}))
+			t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+			before, err := e.sim.VMInvocations()
+			require.NoError(t, err)
+			job := int64(600 + delay/time.Second)
+			vm, err := e.manager().Create(context.Background(), jobvm.Job{ID: job}, logTo(t))
+			require.NoError(t, err)
+			after, err := e.sim.VMInvocations()
+			require.NoError(t, err)
+			require.NoError(t, vm.Close(context.Background()))
+
+			counts := map[string]int{}
+			for _, args := range after[len(before):] {
+				counts[args[0]]++
+			}
+			t.Logf("vm commands during Create (loader stage %s): %v; timings %+v", delay, counts, vm.Timings)
+			assert.Equal(t, 1, counts["clone"])
+			assert.Equal(t, 1, counts["start"])
+			assert.LessOrEqual(t, counts["list"], 3, "vm list runs")
+		})
+	}
+}
+
+// Partial clones on the simulated host: `vm clone` creates the datasets and
+// only then renames the conf (zfs::clone), and in between vm-bhyve itself
+// cannot see or destroy the clone.
+func TestE2EPartialClonesAreNeverLeftBehind(t *testing.T) {
+	e := newE2E(t)
+	ctx := context.Background()
+	e.host.Driver(e.s).ZFS = []string{e.sim.ZFSCommand()}
+	m := e.manager()
+	dataset := func(name string) bool { // "" is the datastore itself
+		ds := strings.TrimSuffix(e.sim.Dataset()+"/"+name, "/")
+		r, err := e.sim.Command(ctx, e.sim.ZFSCommand(), "list", "-H", "-o", "name,mountpoint", ds).CombinedOutput()
+		t.Logf("zfs list %s: %s (%v)", name, strings.TrimSpace(string(r)), err)
+		return err == nil
+	}
+
+	t.Run("cancel mid-clone", func(t *testing.T) {
+		require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{CloneDelay: 2 * time.Second}))
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 700, 0)
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			// Cancel once the datasets exist and the conf does not.
+			for !dataset(name) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+		}()
+		_, err := m.Create(cctx, jobvm.Job{ID: 700}, logTo(t))
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Contains(t, err.Error(), "cancelled while cloning")
+		assert.False(t, dataset(name), "no dataset left")
+		assert.NoDirExists(t, e.sim.VMDir()+"/"+name)
+		e.gone(t, name)
+	})
+
+	t.Run("left by a failed clone, removed by the next attempt", func(t *testing.T) {
+		name := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 701, 0)
+		require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{Fail: sim.FailCloneRename, FailTimes: 1}))
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		r, err := e.sim.VM(ctx, "clone", e.sim.Template()+"@"+e.sim.Snapshot(), name)
+		require.NoError(t, err)
+		require.Equal(t, 1, r.ExitCode, r.String())
+		require.True(t, dataset(name), "a partial clone: datasets without a conf")
+
+		vm, err := m.Create(ctx, jobvm.Job{ID: 701}, logTo(t))
+		require.NoError(t, err)
+		require.NoError(t, vm.Close(ctx))
+		e.gone(t, name)
+		assert.False(t, dataset(name))
+	})
+
+	t.Run("sweep", func(t *testing.T) {
+		abandoned := jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, 702, 0)
+		foreign := "operator-partial"
+		for _, name := range []string{abandoned, foreign} {
+			require.NoError(t, e.sim.SetFault(e.sim.Template(), sim.Fault{Fail: sim.FailCloneRename, FailTimes: 1}))
+			r, err := e.sim.VM(ctx, "clone", e.sim.Template()+"@"+e.sim.Snapshot(), name)
+			require.NoError(t, err)
+			require.Equal(t, 1, r.ExitCode, r.String())
+		}
+		t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+		// A directory with our prefix that is no dataset of its own: zfs
+		// list answers with the datastore, which must never be destroyed.
+		plain := e.s.NamePrefix + "plain-dir"
+		require.NoError(t, os.Mkdir(e.sim.VMDir()+"/"+plain, 0o755))
+
+		found, err := m.Sweep(ctx, false)
+		require.NoError(t, err)
+		for _, f := range found {
+			assert.NotEqual(t, jobvm.Partial, f.Verdict, "%s is too young to be abandoned", f.Name)
+		}
+
+		m.Now = func() time.Time { return time.Now().Add(time.Hour) }
+		found, err = m.Sweep(ctx, false)
+		require.NoError(t, err)
+		got := map[string]jobvm.Found{}
+		for _, f := range found {
+			got[f.Name] = f
+		}
+		require.Contains(t, got, abandoned)
+		assert.Equal(t, jobvm.Partial, got[abandoned].Verdict)
+		assert.NoError(t, got[abandoned].Err)
+		assert.False(t, dataset(abandoned))
+		assert.NoDirExists(t, e.sim.VMDir()+"/"+abandoned)
+
+		assert.NotContains(t, got, foreign, "another prefix is not looked at")
+		assert.True(t, dataset(foreign))
+		require.Contains(t, got, plain)
+		require.Error(t, got[plain].Err)
+		assert.Contains(t, got[plain].Err.Error(), "is not a ZFS dataset of its own")
+		assert.DirExists(t, e.sim.VMDir()+"/"+plain)
+		assert.True(t, dataset(""), "the datastore is intact")
+		_, exists, err := e.host.Driver(e.s).Get(ctx, e.sim.Template())
+		require.NoError(t, err)
+		assert.True(t, exists)
+	})
+}

@@ -20,11 +20,22 @@ type fakeHypervisor struct {
 	calls []string
 	vms   map[string]*fakeVM
 
-	// boot is the sequence of states WaitState reports after Start; when it
-	// runs out, WaitState blocks until its context ends.
+	// boot is the sequence of states a Boot goes through; see Boot.
 	boot []vmbhyve.State
 
-	failClone, failSetConf, failStart, failStop, failDestroy error
+	failClone, failSetConf, failStart, failBoot, failStop, failDestroy error
+
+	// partial holds partial clones (datasets without a conf) by name, with
+	// their modification time.
+	partial map[string]time.Time
+	// cloneGate, when set, holds Clone half-way (datasets made, conf not yet
+	// renamed) until it is closed. If Clone's context ends first, Clone
+	// stops there, as a signalled `vm clone` would: a partial clone.
+	cloneGate chan struct{}
+	cloning   chan struct{} // closed when Clone reached the gate
+	// cloneLeavesPartial: a failClone leaves the datasets behind, as
+	// zfs::clone does when the conf rename fails.
+	cloneLeavesPartial bool
 }
 
 type fakeVM struct {
@@ -33,7 +44,7 @@ type fakeVM struct {
 }
 
 func newFakeHypervisor(templates ...string) *fakeHypervisor {
-	h := &fakeHypervisor{vms: map[string]*fakeVM{}, boot: []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateRunning}}
+	h := &fakeHypervisor{vms: map[string]*fakeVM{}, partial: map[string]time.Time{}, boot: []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateRunning}}
 	for _, t := range templates {
 		h.vms[t] = &fakeVM{conf: map[string]string{"loader": "bhyveload"}, state: vmbhyve.StateStopped}
 	}
@@ -72,7 +83,27 @@ func (h *fakeHypervisor) Clone(ctx context.Context, template, snapshot, name str
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.record("clone %s@%s %s", template, snapshot, name)
+	if _, ok := h.partial[name]; ok {
+		return fmt.Errorf("cannot create '%s': dataset already exists", name)
+	}
+	if h.cloneGate != nil {
+		h.partial[name] = time.Now()
+		close(h.cloning)
+		h.mu.Unlock()
+		select {
+		case <-h.cloneGate:
+		case <-ctx.Done():
+		}
+		h.mu.Lock()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("vm clone: %w", err)
+		}
+		delete(h.partial, name)
+	}
 	if h.failClone != nil {
+		if h.cloneLeavesPartial {
+			h.partial[name] = time.Now()
+		}
 		return h.failClone
 	}
 	t, ok := h.vms[template]
@@ -84,6 +115,29 @@ func (h *fakeHypervisor) Clone(ctx context.Context, template, snapshot, name str
 		conf[k] = v
 	}
 	h.vms[name] = &fakeVM{conf: conf, state: vmbhyve.StateStopped}
+	return nil
+}
+
+func (h *fakeHypervisor) PartialClones(prefix string) ([]vmbhyve.PartialClone, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []vmbhyve.PartialClone
+	for name, mod := range h.partial {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, vmbhyve.PartialClone{Name: name, Modified: mod})
+		}
+	}
+	return out, nil
+}
+
+func (h *fakeHypervisor) DestroyPartialClone(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.record("destroy-partial %s", name)
+	if _, ok := h.partial[name]; !ok {
+		return fmt.Errorf("%s: not a partial clone", name)
+	}
+	delete(h.partial, name)
 	return nil
 }
 
@@ -123,31 +177,30 @@ func (h *fakeHypervisor) ReadConf(name string) (map[string]string, error) {
 	return out, nil
 }
 
-func (h *fakeHypervisor) Start(ctx context.Context, name string) error {
+// Boot records the start, then walks through h.boot: Running succeeds, and
+// when the states run out Boot blocks until its context ends. failBoot is
+// what a guest that stopped instead reports (a *vmbhyve.BootError from the
+// real driver).
+func (h *fakeHypervisor) Boot(ctx context.Context, name string) (vmbhyve.VM, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.record("start %s", name)
-	if h.failStart != nil {
-		return h.failStart
-	}
-	return nil
-}
-
-func (h *fakeHypervisor) WaitState(ctx context.Context, name string, ok func(vm vmbhyve.VM, exists bool) bool) (vmbhyve.VM, error) {
-	h.mu.Lock()
-	seq := h.boot
+	failStart, failBoot, seq := h.failStart, h.failBoot, h.boot
 	h.mu.Unlock()
+	if failStart != nil {
+		return vmbhyve.VM{}, failStart
+	}
 	for _, st := range seq {
 		h.mu.Lock()
-		v, exists := h.vms[name]
-		if exists {
+		if v, exists := h.vms[name]; exists {
 			v.state = st
 		}
 		h.mu.Unlock()
-		vm := vmbhyve.VM{Name: name, State: st, StateText: string(st)}
-		if ok(vm, exists) {
-			return vm, nil
+		if st == vmbhyve.StateRunning {
+			return vmbhyve.VM{Name: name, State: st, StateText: string(st)}, nil
 		}
+	}
+	if failBoot != nil {
+		return vmbhyve.VM{}, failBoot
 	}
 	<-ctx.Done()
 	return vmbhyve.VM{}, fmt.Errorf("waiting for %s: %w", name, ctx.Err())

@@ -24,11 +24,14 @@ import (
 type Hypervisor interface {
 	List(ctx context.Context) ([]vmbhyve.VM, error)
 	Clone(ctx context.Context, template, snapshot, name string) error
+	PartialClones(prefix string) ([]vmbhyve.PartialClone, error)
+	DestroyPartialClone(ctx context.Context, name string) error
 	AllocateMAC(ctx context.Context) (net.HardwareAddr, func(), error)
 	SetConf(ctx context.Context, name string, kv ...string) error
 	ReadConf(name string) (map[string]string, error)
-	Start(ctx context.Context, name string) error
-	WaitState(ctx context.Context, name string, ok func(vm vmbhyve.VM, exists bool) bool) (vmbhyve.VM, error)
+	// Boot starts the VM and waits until vm-bhyve runs it; a guest that
+	// stops first is a *vmbhyve.BootError.
+	Boot(ctx context.Context, name string) (vmbhyve.VM, error)
 	Stop(ctx context.Context, name string, acpiTimeout time.Duration) error
 	Destroy(ctx context.Context, name string) error
 }
@@ -185,13 +188,32 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	// Clone. vm-bhyve's bare `vm clone TMPL NEW` leaves a snapshot behind per
 	// clone, so we always clone from the named snapshot. A missing template
 	// or snapshot comes back as a configuration error.
+	//
+	// zfs::clone makes the datasets before it renames the conf, so a clone
+	// interrupted in between leaves datasets that vm-bhyve cannot see or
+	// destroy. The clone therefore never sees the job's cancellation: it
+	// runs to its end within its own bound, and a cancel that came
+	// meanwhile is honoured afterwards by destroying the finished clone.
 	logf("Cloning %s@%s as %s", m.Config.Template, m.Config.Snapshot, name)
-	if err := m.phase(v, PhaseClone, func() error {
-		return m.VMs.Clone(ctx, m.Config.Template, m.Config.Snapshot, name)
-	}); err != nil {
+	cloneCtx, cancelClone := context.WithTimeout(context.WithoutCancel(ctx), cloneBudget)
+	err = m.phase(v, PhaseClone, func() error {
+		return m.VMs.Clone(cloneCtx, m.Config.Template, m.Config.Snapshot, name)
+	})
+	cancelClone()
+	if err != nil {
+		if !errors.Is(err, vmbhyve.ErrExists) {
+			// A clone that failed half-way (vm-bhyve rolls nothing back)
+			// is ours: the name was free when it started.
+			if perr := m.removePartialClone(ctx, name, logf); perr != nil {
+				err = fmt.Errorf("%w (and removing what it left failed too: %v)", err, perr)
+			}
+		}
 		return nil, err
 	}
 	cloned = true
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cancelled while cloning %s: %w", name, err)
+	}
 
 	// Address and ownership. vm-bhyve assigns a MAC asynchronously on first
 	// start, so a lookup could race it; our own unique MAC, written before
@@ -220,7 +242,7 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	defer cancel()
 
 	logf("Starting %s (MAC %s)", name, mac)
-	if err := m.phase(v, PhaseBoot, func() error { return m.boot(bootCtx, name) }); err != nil {
+	if err := m.phase(v, PhaseBoot, func() error { return m.boot(bootCtx, name, logf) }); err != nil {
 		return nil, m.bootErr(ctx, bootCtx, "start", err)
 	}
 
@@ -251,7 +273,9 @@ func (m *Manager) replaceLeftover(ctx context.Context, name string, jobID int64,
 	conf, err := m.VMs.ReadConf(name)
 	if err != nil {
 		if errors.Is(err, vmbhyve.ErrNotFound) {
-			return nil
+			// Datasets without a conf under this exact name are a clone an
+			// earlier attempt did not finish; `vm clone` would refuse them.
+			return m.removePartialClone(ctx, name, logf)
 		}
 		return fmt.Errorf("check whether %s already exists: %w", name, err)
 	}
@@ -265,38 +289,39 @@ func (m *Manager) replaceLeftover(ctx context.Context, name string, jobID int64,
 	return m.stopAndDestroy(dctx, name)
 }
 
-// boot starts the VM and waits until vm-bhyve reports it running. `vm start`
-// returns before anything happened (and vm-bhyve ≤1.6 exits 0 even on
-// failure), so only the state in `vm list` counts.
-func (m *Manager) boot(ctx context.Context, name string) error {
-	if err := m.VMs.Start(ctx, name); err != nil {
-		return err
-	}
-	sawStarting := false
-	var died bool
-	_, err := m.VMs.WaitState(ctx, name, func(vm vmbhyve.VM, exists bool) bool {
-		switch {
-		case !exists:
-			died = true
-			return true
-		case vm.State == vmbhyve.StateRunning:
-			return true
-		case vm.State == vmbhyve.StateLocked || vm.State == vmbhyve.StateBootloader:
-			sawStarting = true
-		case vm.State == vmbhyve.StateStopped && sawStarting:
-			// It started and stopped again: bhyve exited during boot.
-			died = true
-			return true
-		}
-		return false
-	})
+// cloneBudget bounds one `vm clone`, which runs detached from the job's
+// context: a ZFS clone takes seconds.
+const cloneBudget = 2 * time.Minute
+
+// removePartialClone destroys name's datasets if `vm clone` left them
+// without a conf. Nothing there is not an error.
+func (m *Manager) removePartialClone(ctx context.Context, name string, logf Logf) error {
+	partial, err := m.VMs.PartialClones(name)
 	if err != nil {
-		return err
+		return fmt.Errorf("check for a partial clone named %s: %w", name, err)
 	}
-	if died {
-		return fmt.Errorf("%s stopped while booting; vm-bhyve's log is %s/vm-bhyve.log", name, name)
+	for _, p := range partial {
+		if p.Name != name {
+			continue
+		}
+		logf("Destroying the partial clone %s (datasets without %s.conf) left by an unfinished vm clone", name, name)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.destroyBudget())
+		defer cancel()
+		return m.VMs.DestroyPartialClone(dctx, name)
 	}
 	return nil
+}
+
+// boot starts the VM and waits until vm-bhyve runs it. If it stopped
+// instead, what vm-bhyve wrote in its vm-bhyve.log goes to the job log now:
+// destroying the VM removes the file.
+func (m *Manager) boot(ctx context.Context, name string, logf Logf) error {
+	_, err := m.VMs.Boot(ctx, name)
+	var be *vmbhyve.BootError
+	if errors.As(err, &be) && len(be.Log) > 0 {
+		logf("%s/vm-bhyve.log:\n  %s", name, strings.Join(be.Log, "\n  "))
+	}
+	return err
 }
 
 // bootErr says which deadline ended a boot phase: ours (boot_timeout, a

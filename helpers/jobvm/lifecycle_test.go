@@ -3,6 +3,7 @@ package jobvm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -125,9 +126,20 @@ func TestCreateFailuresNeverLeaveAVM(t *testing.T) {
 		"guest dies while booting": {
 			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
 				h.boot = []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateBootloader, vmbhyve.StateStopped}
+				h.failBoot = &vmbhyve.BootError{Name: "x", Log: []string{"booting", "fatal; loader returned error 1", "stopped"}}
 			},
 			kind:      failure.System,
-			message:   "stopped while booting",
+			message:   "x stopped while booting: fatal; loader returned error 1",
+			destroyed: true,
+		},
+		"vm-bhyve gives up before booting": {
+			setup: func(h *fakeHypervisor, _ *fakeLeases, _ *fakeSSH) {
+				h.boot = []vmbhyve.State{vmbhyve.StateStopped}
+				h.failBoot = &failure.PermanentError{Err: &vmbhyve.BootError{Name: "x", Early: true,
+					Log: []string{"initialising", "fatal; unable to locate firmware /usr/local/share/uefi-firmware/BHYVE_UEFI_CODE-devel.fd"}}}
+			},
+			kind:      failure.Permanent,
+			message:   "vm-bhyve gave up starting x before booting it: fatal; unable to locate firmware",
 			destroyed: true,
 		},
 		"never reaches Running": {
@@ -406,4 +418,106 @@ func TestSelfHoldingHostsShareWhatTheyHold(t *testing.T) {
 	parent, err := NewHost(os.Getppid(), false)
 	require.NoError(t, err)
 	assert.False(t, parent.Held.Has("ci-a-1-0"), "a Host holding for another process has its own set")
+}
+
+// A cancel while `vm clone` runs must not cut the clone short (that leaves
+// datasets without a conf, which vm-bhyve cannot see or destroy): the clone
+// finishes, then the finished VM is destroyed.
+func TestCreateCancelledMidCloneFinishesTheCloneThenDestroysIt(t *testing.T) {
+	hv := newFakeHypervisor("tmpl")
+	hv.cloneGate, hv.cloning = make(chan struct{}), make(chan struct{})
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-hv.cloning
+		cancel()
+		time.Sleep(50 * time.Millisecond) // a cancelled clone would stop now
+		close(hv.cloneGate)
+	}()
+	_, err := m.Create(ctx, Job{ID: 42, Slot: 3}, discard)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "cancelled while cloning")
+	parts, _ := hv.PartialClones("ci-")
+	assert.Empty(t, parts, "no partial clone left")
+	assert.False(t, hv.Has(vmName), "the finished clone is destroyed")
+	assert.Equal(t, []string{"clone tmpl@base " + vmName, "stop " + vmName, "destroy " + vmName}, hv.Calls())
+	assert.False(t, m.Held.Has(vmName))
+}
+
+func TestCreateRemovesAPartialCloneOfTheSameJob(t *testing.T) {
+	tests := map[string]struct {
+		setup func(h *fakeHypervisor)
+		calls []string // the first calls of Create
+		fails string
+	}{
+		"left by an earlier attempt": {
+			setup: func(h *fakeHypervisor) { h.partial[vmName] = time.Now() },
+			calls: []string{"destroy-partial " + vmName, "clone tmpl@base " + vmName},
+		},
+		"left by this attempt's failed clone": {
+			setup: func(h *fakeHypervisor) {
+				h.failClone = errors.New("Unable to rename configuration file to " + vmName + ".conf")
+				h.cloneLeavesPartial = true
+			},
+			calls: []string{"clone tmpl@base " + vmName, "destroy-partial " + vmName},
+			fails: "Unable to rename configuration file",
+		},
+		"name taken by a VM that is not ours": {
+			setup: func(h *fakeHypervisor) {
+				h.failClone = fmt.Errorf("new guest already exists: %w", vmbhyve.ErrExists)
+				h.partial[vmName] = time.Now() // cannot happen with vm-bhyve; proves the check
+			},
+			calls: []string{"destroy-partial " + vmName, "clone tmpl@base " + vmName},
+			fails: "already exists",
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			hv := newFakeHypervisor("tmpl")
+			tt.setup(hv)
+			m := newManager(hv, goodLeases(), &fakeSSH{})
+			vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, discard)
+			calls := hv.Calls()
+			if tt.fails != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.fails)
+				assert.Equal(t, tt.calls, calls)
+			} else {
+				require.NoError(t, err)
+				require.NoError(t, vm.Close(context.Background()))
+				assert.Equal(t, tt.calls, calls[:len(tt.calls)])
+			}
+			parts, _ := hv.PartialClones("ci-")
+			assert.Empty(t, parts)
+		})
+	}
+}
+
+func TestSweepRemovesOnlyOldUnheldPartialClonesWithOurPrefix(t *testing.T) {
+	hv := newFakeHypervisor("tmpl")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+	now := time.Now()
+	m.Now = func() time.Time { return now }
+	hv.partial["ci-crashed-1-0"] = now.Add(-time.Hour)
+	hv.partial["ci-cloning-2-0"] = now.Add(-time.Second) // another process may be cloning
+	hv.partial["ci-held-3-0"] = now.Add(-time.Hour)
+	hv.partial["web-1"] = now.Add(-time.Hour)
+	m.Held.Add("ci-held-3-0")
+
+	for _, dry := range []bool{true, false} {
+		found, err := m.Sweep(context.Background(), dry)
+		require.NoError(t, err)
+		got := map[string]Verdict{}
+		for _, f := range found {
+			got[f.Name] = f.Verdict
+			assert.NoError(t, f.Err)
+		}
+		assert.Equal(t, map[string]Verdict{"ci-crashed-1-0": Partial, "ci-cloning-2-0": InUse, "ci-held-3-0": InUse}, got, "dry run %v", dry)
+		_, left := hv.partial["ci-crashed-1-0"]
+		assert.Equal(t, dry, left, "only a forced sweep destroys")
+	}
+	for _, name := range []string{"ci-cloning-2-0", "ci-held-3-0", "web-1"} {
+		assert.Contains(t, hv.partial, name)
+	}
 }

@@ -23,6 +23,9 @@ type Driver struct {
 	VM []string
 	// Sysrc is the argv prefix of sysrc(8), e.g. {"/usr/sbin/sysrc"}.
 	Sysrc []string
+	// ZFS is the argv prefix of zfs(8), which only removes partial clones
+	// (DestroyPartialClone); empty means DefaultZFS.
+	ZFS []string
 	// Privilege is prepended to VM and Sysrc: {"sudo", "-n"}, {"doas", "-n"}
 	// or empty when the runner is root.
 	Privilege []string
@@ -31,9 +34,13 @@ type Driver struct {
 	VMDir string
 	// Cmd runs the commands; nil means ExecCommander{}.
 	Cmd Commander
-	// PollInterval is the pause between `vm list` polls; zero means
-	// DefaultPollInterval.
+	// PollInterval is the pause between `vm list` polls (WaitState, Stop)
+	// and between looks at a booting guest's vm-bhyve.log (Boot); zero
+	// means DefaultPollInterval.
 	PollInterval time.Duration
+	// ListInterval is the longest pause between `vm list` runs while Boot
+	// watches a guest; zero means DefaultListInterval.
+	ListInterval time.Duration
 
 	locks nameLocks
 

@@ -29,6 +29,7 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysrc"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/vmbhyve"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/zfs"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
@@ -46,6 +47,7 @@ commands:
   status                describe the host and its guests
   vm ARGS...            the fake vm(8) (what ROOT/bin/vm runs)
   sysrc ARGS...         the fake sysrc(8) (what ROOT/bin/sysrc runs)
+  zfs ARGS...           the fake zfs(8) list/destroy -r (what ROOT/bin/zfs runs)
   fault NAME [KEY=VALUE...|--clear]
                         show or set fault knobs of a VM or template
   lfc                   make Kea run its lease file cleanup now
@@ -60,7 +62,8 @@ up flags:
   --version 1.6|1.7|1.8 --template NAME --snapshot NAME --lfc-interval DUR
   --valid-lifetime DUR --user NAME
 
-fault knobs: boot_delay loader_delay ssh_delay shutdown_delay (durations),
+fault knobs: boot_delay loader_delay ssh_delay shutdown_delay clone_delay
+  (durations),
   no_dhcp no_sshd ignore_acpi lfc_on_lease (bools), fail (clone, clone-rename,
   start, _run, stop, poweroff, destroy), fail_message, fail_times,
   run_lock (stale, empty or a host name)
@@ -120,7 +123,7 @@ func Main(args []string) int {
 	cmd, cmdArgs := rest[0], rest[1:]
 
 	switch cmd {
-	case "vm", "sysrc":
+	case "vm", "sysrc", "zfs":
 		cfg, err := simstate.Load(root)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bhyve-sim: no simulated host at %s (run bhyve-sim up): %v\n", root, err)
@@ -131,6 +134,9 @@ func Main(args []string) int {
 				argv0 = cfg.VMCommand()
 			}
 			return vmbhyve.Main(cfg, argv0, cmdArgs, vmbhyve.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+		}
+		if cmd == "zfs" {
+			return zfs.Main(zfs.Open(cfg.ZFSDir()), cmdArgs, os.Stdout, os.Stderr)
 		}
 		if argv0 == "" {
 			argv0 = cfg.SysrcCommand()
@@ -343,6 +349,8 @@ func setKnob(f *simstate.Fault, k, v string) error {
 		err = dur(&f.SSHDelay)
 	case "shutdown_delay":
 		err = dur(&f.ShutdownDelay)
+	case "clone_delay":
+		err = dur(&f.CloneDelay)
 	case "no_dhcp":
 		err = boolean(&f.NoDHCP)
 	case "no_sshd":

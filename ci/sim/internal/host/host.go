@@ -199,7 +199,7 @@ func up(ctx context.Context, cfg *simstate.Config, o Options) error {
 	if err := mkdir(cfg.Root); err != nil {
 		return fmt.Errorf("create root: %w", err)
 	}
-	for _, d := range []string{"run", "log", "faults", "zfs", "dev", "guests", "ssh", "etc", "libexec"} {
+	for _, d := range []string{"run", "log", "faults", "zfs", "dev", "guests", "ssh", "etc", "libexec", "usr"} {
 		if err := mkdir(filepath.Join(cfg.Root, d)); err != nil {
 			return err
 		}
@@ -278,7 +278,7 @@ func install(cfg *simstate.Config, binary string) error {
 	if err := os.Rename(tmp, cfg.Binary); err != nil {
 		return fmt.Errorf("install bhyve-sim: %w", err)
 	}
-	for _, cmd := range []string{"vm", "sysrc"} {
+	for _, cmd := range []string{"vm", "sysrc", "zfs"} {
 		p := filepath.Join(cfg.BinDir, cmd)
 		if _, err := os.Stat(p); err != nil {
 			cfg.Created = append(cfg.Created, p)
@@ -321,6 +321,16 @@ func layout(cfg *simstate.Config) error {
 	}
 	for _, d := range []string{".config", ".templates", ".iso", ".img"} {
 		if err := os.MkdirAll(filepath.Join(cfg.VMDir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	// The host has edk2-bhyve and its CSM flavour installed; uefi-devel and
+	// uefi-custom guests find no firmware, as on a host without them.
+	if err := os.MkdirAll(cfg.UEFIFirmwareDir(), 0o755); err != nil {
+		return err
+	}
+	for _, fw := range []string{"BHYVE_UEFI.fd", "BHYVE_UEFI_VARS.fd", "BHYVE_UEFI_CSM.fd"} {
+		if err := os.WriteFile(filepath.Join(cfg.UEFIFirmwareDir(), fw), []byte("simulated "+fw+"\n"), 0o644); err != nil {
 			return err
 		}
 	}

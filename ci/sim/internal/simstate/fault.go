@@ -50,6 +50,9 @@ type Fault struct {
 	SSHDelay Duration `json:"ssh_delay,omitempty"`
 	// ShutdownDelay is how long an ACPI shutdown takes inside the guest.
 	ShutdownDelay Duration `json:"shutdown_delay,omitempty"`
+	// CloneDelay pauses `vm clone` between the zfs clones and the conf
+	// rename: the window in which the clone is datasets without NAME.conf.
+	CloneDelay Duration `json:"clone_delay,omitempty"`
 	// NoDHCP: the guest never gets a lease (no lease row ever appears).
 	NoDHCP bool `json:"no_dhcp,omitempty"`
 	// NoSSHD: sshd never starts.
@@ -88,6 +91,9 @@ func (f Fault) Over(o Fault) Fault {
 	}
 	if o.ShutdownDelay != 0 {
 		f.ShutdownDelay = o.ShutdownDelay
+	}
+	if o.CloneDelay != 0 {
+		f.CloneDelay = o.CloneDelay
 	}
 	f.NoDHCP = f.NoDHCP || o.NoDHCP
 	f.NoSSHD = f.NoSSHD || o.NoSSHD

@@ -172,7 +172,18 @@ func (c *Config) KnownHosts() string   { return filepath.Join(c.SSHDir(), "known
 func (c *Config) SSHKey() string       { return filepath.Join(c.SSHDir(), "id_ed25519") }
 func (c *Config) VMCommand() string    { return filepath.Join(c.BinDir, "vm") }
 func (c *Config) SysrcCommand() string { return filepath.Join(c.BinDir, "sysrc") }
+func (c *Config) ZFSCommand() string   { return filepath.Join(c.BinDir, "zfs") }
 func (c *Config) SystemConf() string   { return filepath.Join(c.VMDir, ".config", "system.conf") }
+
+// UEFIFirmwareDir stands in for /usr/local/share/uefi-firmware, where the
+// edk2-bhyve packages install the firmware vm::uefi looks for.
+func (c *Config) UEFIFirmwareDir() string {
+	return filepath.Join(c.Root, "usr", "local", "share", "uefi-firmware")
+}
+
+// InvocationLog lists every `vm` run on the host, one line of arguments each
+// (internal `_run` supervisors included).
+func (c *Config) InvocationLog() string { return filepath.Join(c.LogDir(), "vm-invocations.log") }
 
 // VMMPath is the stand-in for /dev/vmm/NAME.
 func (c *Config) VMMPath(name string) string { return filepath.Join(c.VMMDir(), name) }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/zfs"
@@ -180,6 +181,11 @@ func (v *vm) clone(args []string) error {
 		}
 	}
 
+	// The clone now exists as datasets only (NEW/SRC.conf, no NEW.conf):
+	// invisible to datastore::get_guest, so to vm list and vm destroy.
+	if d := v.fault(old).Over(v.fault(name)).CloneDelay; d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	dir := v.cfg.VMPath(name)
 	_ = os.Remove(filepath.Join(dir, "vm-bhyve.log"))
 	renameFails, _ := v.failing("clone-rename", old, name)

@@ -62,6 +62,7 @@ func Main(cfg *simstate.Config, argv0 string, args []string, stdio IO) int {
 	if stdio.Stdin != nil {
 		v.stdin = bufio.NewReader(stdio.Stdin)
 	}
+	recordInvocation(cfg, args)
 	err := v.main(args)
 	var st exitStatus
 	switch {
@@ -74,6 +75,19 @@ func Main(cfg *simstate.Config, argv0 string, args []string, stdio IO) int {
 		fmt.Fprintf(v.stderr, "%s: bhyve-sim internal error: %v\n", v.argv0, err)
 		return 70
 	}
+}
+
+// recordInvocation appends the arguments to the host's invocation log, one
+// line per run, so tests can count what a caller ran as root (each of which
+// a real host's sudo would log). One short O_APPEND write keeps lines whole
+// when invocations run in parallel.
+func recordInvocation(cfg *simstate.Config, args []string) {
+	f, err := os.OpenFile(cfg.InvocationLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.WriteString(strings.Join(args, " ") + "\n")
 }
 
 // errf is util::err: "$0: ERROR: msg" on stderr, exit 1.

@@ -88,7 +88,11 @@ func (v *vm) run(args []string) error {
 	}
 	uefi := strings.SplitN(loader, "-", 2)[0] == "uefi"
 	if uefi {
-		opts += " -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd"
+		bootrom, err := v.uefi(name, loader, c)
+		if err != nil {
+			return err
+		}
+		opts += " -l bootrom," + bootrom
 	}
 	if o := c.str("bhyve_options", ""); o != "" {
 		opts += " " + o
@@ -255,6 +259,40 @@ func (v *vm) run(args []string) error {
 		consoleLog.Close()
 	}
 	return exitStatus(status)
+}
+
+// uefi is vm::uefi: the firmware for the loader flavour must exist, and with
+// uefi_vars=yes a per-guest copy of the vars template; otherwise `vm _run`
+// logs why and exits 15, before vm::lock, so the guest never leaves Stopped.
+func (v *vm) uefi(name, loader string, c conf) (string, error) {
+	var bootrom string
+	switch loader {
+	case "uefi-devel":
+		bootrom = filepath.Join(v.cfg.UEFIFirmwareDir(), "BHYVE_UEFI_CODE-devel.fd")
+	case "uefi-csm":
+		bootrom = filepath.Join(v.cfg.UEFIFirmwareDir(), "BHYVE_UEFI_CSM.fd")
+	case "uefi-custom":
+		bootrom = filepath.Join(v.cfg.VMDir, ".config", "BHYVE_UEFI.fd")
+	default:
+		bootrom = filepath.Join(v.cfg.UEFIFirmwareDir(), "BHYVE_UEFI.fd")
+	}
+	if _, err := os.Stat(bootrom); err != nil {
+		v.guestLog(name, "fatal; unable to locate firmware "+bootrom)
+		return "", exitStatus(15)
+	}
+	if c.yesno("uefi_vars", "") {
+		vars := filepath.Join(v.cfg.VMPath(name), "uefi-vars.fd")
+		if _, err := os.Stat(vars); err != nil {
+			tmpl, rerr := os.ReadFile(filepath.Join(v.cfg.UEFIFirmwareDir(), "BHYVE_UEFI_VARS.fd"))
+			if rerr != nil {
+				v.guestLog(name, "fatal; unable to locate UEFI vars database or template")
+				return "", exitStatus(15)
+			}
+			_ = os.WriteFile(vars, tmpl, 0o644)
+		}
+		bootrom += "," + vars
+	}
+	return bootrom, nil
 }
 
 // handleExit is vm::handle_exit: 0 (reboot) restarts, 1/2 (poweroff, halt)
