@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -167,3 +168,8 @@ func (l *logBuffer) snapshot() (string, <-chan struct{}) {
 	defer l.mu.Unlock()
 	return l.buf.String(), l.changed
 }
+
+var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
+// Plain removes the colour codes gitlab-runner's log format adds.
+func Plain(s string) string { return ansi.ReplaceAllString(s, "") }
