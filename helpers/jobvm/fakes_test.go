@@ -156,7 +156,11 @@ func (h *fakeHypervisor) WaitState(ctx context.Context, name string, ok func(vm 
 func (h *fakeHypervisor) Stop(ctx context.Context, name string, acpiTimeout time.Duration) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.record("stop %s", name)
+	if acpiTimeout > 0 {
+		h.record("stop %s (ACPI grace %s)", name, acpiTimeout)
+	} else {
+		h.record("stop %s", name) // the driver's immediate `vm poweroff -f`
+	}
 	if h.failStop != nil {
 		return h.failStop
 	}

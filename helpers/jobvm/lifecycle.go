@@ -63,11 +63,12 @@ type Conn interface {
 type Phase string
 
 const (
-	PhaseClone   Phase = "clone"
-	PhaseBoot    Phase = "boot"
-	PhaseAddress Phase = "address"
-	PhaseSSH     Phase = "ssh"
-	PhaseDestroy Phase = "destroy"
+	PhaseClone    Phase = "clone"
+	PhaseBoot     Phase = "boot"
+	PhaseAddress  Phase = "address"
+	PhaseSSH      Phase = "ssh"
+	PhasePowerOff Phase = "poweroff"
+	PhaseDestroy  Phase = "destroy"
 )
 
 // Observer is told about phases as they happen. Nil-safe: see observe.
@@ -83,7 +84,6 @@ type Config struct {
 	NamePrefix  string
 	Shell       string        // command line the stage script is piped to
 	BootTimeout time.Duration // vm start -> SSH ready
-	StopTimeout time.Duration // ACPI shutdown grace before poweroff -f
 }
 
 // Job identifies the CI job a VM is for.
@@ -129,10 +129,12 @@ type VM struct {
 	// BuildShell) before the first stage.
 	Shell string
 
-	m      *Manager
-	conn   Conn
-	mu     sync.Mutex
-	closed bool
+	m        *Manager
+	mu       sync.Mutex
+	conn     Conn
+	closed   bool // no more stages: the connection is closed or closing
+	detached bool // left running for another process; Close does nothing
+	gone     bool // destroyed
 }
 
 // Timing is how long one phase took.
@@ -360,25 +362,42 @@ func (m *Manager) Attach(ctx context.Context, name string, addr netip.Addr) (*VM
 // Attach or Destroy. After Detach, Close does nothing.
 func (v *VM) Detach() error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed, v.detached = true, true
+	v.mu.Unlock()
+	return v.closeConn()
+}
+
+// PowerOff closes the SSH connection and powers the VM off at once (`vm
+// poweroff -f`), leaving it for Close to destroy. Once it returns the guest
+// can run nothing: its bhyve process is gone. That is all a job must wait
+// for; the destroy may come later.
+func (v *VM) PowerOff(ctx context.Context) error {
+	if v == nil {
+		return nil
+	}
+	v.mu.Lock()
+	if v.detached || v.gone {
+		v.mu.Unlock()
 		return nil
 	}
 	v.closed = true
-	if v.conn != nil {
-		return v.conn.Close()
-	}
-	return nil
+	v.mu.Unlock()
+	_ = v.closeConn()
+	return v.m.phase(v, PhasePowerOff, func() error { return v.m.powerOff(ctx, v.Name) })
 }
 
-// Close closes the SSH connection, then stops and destroys the VM. It is
-// idempotent and safe to call on a VM whose Create failed half-way.
+// Close closes the SSH connection, then powers off and destroys the VM. It
+// is idempotent and safe to call on a VM whose Create failed half-way.
 func (v *VM) Close(ctx context.Context) error {
 	if v == nil {
 		return nil
 	}
 	v.mu.Lock()
-	if v.closed {
+	if v.detached || v.gone {
 		v.mu.Unlock()
 		return nil
 	}
@@ -387,11 +406,25 @@ func (v *VM) Close(ctx context.Context) error {
 	return v.destroy(ctx)
 }
 
-func (v *VM) destroy(ctx context.Context) error {
-	if v.conn != nil {
-		_ = v.conn.Close()
+func (v *VM) closeConn() error {
+	v.mu.Lock()
+	conn := v.conn
+	v.conn = nil
+	v.mu.Unlock()
+	if conn != nil {
+		return conn.Close()
 	}
+	return nil
+}
+
+func (v *VM) destroy(ctx context.Context) error {
+	_ = v.closeConn()
 	err := v.m.phase(v, PhaseDestroy, func() error { return v.m.stopAndDestroy(ctx, v.Name) })
+	if err == nil {
+		v.mu.Lock()
+		v.gone = true
+		v.mu.Unlock()
+	}
 	v.m.Held.Remove(v.Name)
 	return err
 }
@@ -414,9 +447,13 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	return err
 }
 
+// stopAndDestroy powers the VM off and destroys it. A job VM is disposable:
+// nothing in it needs a clean shutdown, and waiting for an ACPI one (which
+// a guest may ignore) delayed every job's reported end, since upstream
+// sends the job's status only after Cleanup returns.
 func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
-	if err := m.VMs.Stop(ctx, name, m.Config.StopTimeout); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
-		return fmt.Errorf("stop %s: %w", name, err)
+	if err := m.powerOff(ctx, name); err != nil {
+		return err
 	}
 	if err := m.VMs.Destroy(ctx, name); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
 		return fmt.Errorf("destroy %s: %w", name, err)
@@ -424,10 +461,19 @@ func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
 	return nil
 }
 
-// destroyBudget bounds cleanup: an ACPI stop that may be ignored, a forced
-// poweroff and the destroy itself.
+// powerOff ends the guest without an ACPI grace: the driver's Stop with no
+// timeout runs `vm poweroff -f` and waits until vm-bhyve lists it Stopped.
+// A VM that is already gone is not an error.
+func (m *Manager) powerOff(ctx context.Context, name string) error {
+	if err := m.VMs.Stop(ctx, name, 0); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
+		return fmt.Errorf("power off %s: %w", name, err)
+	}
+	return nil
+}
+
+// destroyBudget bounds cleanup: a forced poweroff and the destroy itself.
 func (m *Manager) destroyBudget() time.Duration {
-	return m.Config.StopTimeout + 2*time.Minute
+	return 2 * time.Minute
 }
 
 func (m *Manager) phase(vm *VM, p Phase, fn func() error) error {

@@ -27,7 +27,7 @@ func newManager(hv *fakeHypervisor, leases *fakeLeases, ssh *fakeSSH) *Manager {
 		Holder: "123@456",
 		Config: Config{
 			Template: "tmpl", Snapshot: "base", NamePrefix: "ci-", Shell: "bash -l",
-			BootTimeout: 300 * time.Millisecond, StopTimeout: time.Second,
+			BootTimeout: 300 * time.Millisecond,
 		},
 		Held:     &HeldSet{},
 		Observer: &phases{},
@@ -406,4 +406,24 @@ func TestSelfHoldingHostsShareWhatTheyHold(t *testing.T) {
 	parent, err := NewHost(os.Getppid(), false)
 	require.NoError(t, err)
 	assert.False(t, parent.Held.Has("ci-a-1-0"), "a Host holding for another process has its own set")
+}
+
+func TestPowerOffEndsTheGuestAndCloseDestroysIt(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, t.Logf)
+	require.NoError(t, err)
+
+	require.NoError(t, vm.PowerOff(context.Background()))
+	assert.Equal(t, []string{"stop " + vmName}, hv.Calls()[3:], "powered off at once, no ACPI grace")
+	assert.True(t, hv.Has(vmName), "PowerOff leaves the destroy to Close")
+	assert.True(t, m.Held.Has(vmName), "still ours until destroyed")
+	assert.Equal(t, 1, ssh.conn.closed)
+	assert.Error(t, vm.Ping(context.Background()), "no stages after PowerOff")
+
+	require.NoError(t, vm.Close(context.Background()))
+	assert.Equal(t, []string{"stop " + vmName, "stop " + vmName, "destroy " + vmName}, hv.Calls()[3:])
+	assert.Equal(t, 1, ssh.conn.closed, "the connection is closed once")
+	assert.False(t, hv.Has(vmName))
+	assert.False(t, m.Held.Has(vmName))
 }

@@ -5,8 +5,13 @@
 // Semantics follow upstream's autoscalers (docker+machine, the instance
 // executor): idle_count VMs wait idle; surplus idle VMs go after idle_time; a
 // VM serves max_use_count jobs (1: never reused); the runner's limit caps all
-// VMs, idle, booting and in use; when the pool is empty at the limit, Acquire
-// says so and the runner asks GitLab for no job until a VM is free.
+// VMs, idle, booting, in use and being destroyed; when the pool is empty at
+// the limit, Acquire says so and the runner asks GitLab for no job until a VM
+// is free.
+//
+// A VM a job is done with is powered off while the job waits and destroyed
+// in the background: upstream reports a job's end only after its executor's
+// Cleanup, so a job must wait for nothing it does not need.
 package pool
 
 import (
@@ -21,6 +26,8 @@ import (
 type Item interface {
 	// Ping proves the VM still answers; an idle VM may have died.
 	Ping(ctx context.Context) error
+	// PowerOff stops the VM at once; afterwards it can run nothing.
+	PowerOff(ctx context.Context) error
 	// Close destroys the VM.
 	Close(ctx context.Context) error
 }
@@ -49,7 +56,7 @@ var ErrClosed = errors.New("bhyve pool: shutting down")
 
 // Stats is a snapshot of the pool for metrics.
 type Stats struct {
-	Idle, Booting, InUse int
+	Idle, Booting, InUse, Destroying int
 }
 
 // Pool is one runner's pool for one template.
@@ -60,17 +67,21 @@ type Pool[T Item] struct {
 
 	ctx    context.Context // ends on Shutdown; boots run under it
 	cancel context.CancelFunc
-	wake   chan struct{}
-	wg     sync.WaitGroup
+	// destroyCtx ends when Shutdown gives up waiting: destroys run under it.
+	destroyCtx context.Context
+	abandon    context.CancelFunc
+	wake       chan struct{}
+	wg         sync.WaitGroup
 
-	mu       sync.Mutex
-	cfg      Config
-	idle     []*entry[T] // oldest first
-	booting  int
-	inUse    int
-	failures int       // consecutive failed boots
-	retryAt  time.Time // no boots before this after failures
-	closed   bool
+	mu         sync.Mutex
+	cfg        Config
+	idle       []*entry[T] // oldest first
+	booting    int
+	inUse      int // leases not yet released or retired
+	destroying int
+	failures   int       // consecutive failed boots
+	retryAt    time.Time // no boots before this after failures
+	closed     bool
 }
 
 type entry[T Item] struct {
@@ -89,7 +100,8 @@ func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T],
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool[T]{f: f, logf: logf, now: time.Now, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), cfg: cfg}
+	dctx, abandon := context.WithCancel(context.Background())
+	p := &Pool[T]{f: f, logf: logf, now: time.Now, ctx: ctx, cancel: cancel, destroyCtx: dctx, abandon: abandon, wake: make(chan struct{}, 1), cfg: cfg}
 	p.wg.Add(1)
 	go p.loop()
 	return p, nil
@@ -98,10 +110,10 @@ func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T],
 // Lease is one job slot handed out by Acquire: a warm VM, or permission to
 // boot one cold when the pool had none idle.
 type Lease[T Item] struct {
-	p        *Pool[T]
-	e        *entry[T]
-	taken    bool
-	released bool
+	p       *Pool[T]
+	e       *entry[T]
+	taken   bool
+	counted bool // still counted in the pool's inUse
 }
 
 // Acquire reserves a slot for the next job. It is cheap: upstream calls it
@@ -117,13 +129,13 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 		e := p.idle[0]
 		p.idle = p.idle[1:]
 		p.inUse++
-		return &Lease[T]{p: p, e: e}, nil
+		return &Lease[T]{p: p, e: e, counted: true}, nil
 	}
-	if p.cfg.Limit > 0 && p.booting+p.inUse >= p.cfg.Limit {
+	if p.cfg.Limit > 0 && p.booting+p.inUse+p.destroying >= p.cfg.Limit {
 		return nil, ErrExhausted
 	}
 	p.inUse++
-	return &Lease[T]{p: p}, nil
+	return &Lease[T]{p: p, counted: true}, nil
 }
 
 // Take hands the lease's warm VM to the job, after checking it still
@@ -148,9 +160,9 @@ func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
 }
 
 // Finish is called when the job that took the warm VM is done with it. The
-// VM goes back to the pool if it may serve another job, else it is
-// destroyed. reusable is false when the job failed in a way that makes the
-// VM suspect.
+// VM goes back to the pool if it may serve another job, else it is retired
+// (see Retire). reusable is false when the job failed in a way that makes
+// the VM suspect.
 func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
 	if l == nil || l.e == nil || !l.taken {
 		return nil
@@ -169,7 +181,28 @@ func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
 	if keep {
 		return nil
 	}
-	return e.item.Close(ctx)
+	return l.Retire(ctx, e.item)
+}
+
+// Retire ends a VM the lease's job used and that must serve no other: the
+// warm VM, or one the job booted itself. It powers the VM off under ctx,
+// then destroys it in the background; until it is gone it counts against
+// the limit in place of the lease. A failed poweroff is reported, and the
+// destroy happens anyway.
+func (l *Lease[T]) Retire(ctx context.Context, item T) error {
+	err := item.PowerOff(ctx)
+	p := l.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l.counted {
+		l.counted = false
+		p.inUse--
+	}
+	p.destroyLocked(item)
+	if err != nil {
+		return fmt.Errorf("bhyve pool: power off (destroying it in the background anyway): %w", err)
+	}
+	return nil
 }
 
 // Release ends the slot. A warm VM the job never took (no job came, or it
@@ -180,11 +213,10 @@ func (p *Pool[T]) Release(l *Lease[T]) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l.released {
-		return
+	if l.counted {
+		l.counted = false
+		p.inUse--
 	}
-	l.released = true
-	p.inUse--
 	if l.e != nil && !l.taken {
 		if p.closed {
 			p.destroyLocked(l.e.item)
@@ -200,11 +232,14 @@ func (p *Pool[T]) Release(l *Lease[T]) {
 func (p *Pool[T]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse}
+	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse, Destroying: p.destroying}
 }
 
 // Shutdown destroys the idle VMs, cancels boots in progress (their VMs are
-// destroyed by the boot itself) and waits for all of it, or for ctx.
+// destroyed by the boot itself) and waits for all of it and for every
+// destroy in progress, or for ctx. When ctx ends first, destroys still
+// running are abandoned: the VMs stay, and the next process's sweep finds
+// them.
 func (p *Pool[T]) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed {
@@ -223,6 +258,7 @@ func (p *Pool[T]) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		p.abandon()
 		return fmt.Errorf("bhyve pool: shutdown did not finish: %w", ctx.Err())
 	}
 }
@@ -272,7 +308,7 @@ func (p *Pool[T]) maintain() {
 
 	want := p.cfg.IdleCount - len(p.idle) - p.booting
 	if p.cfg.Limit > 0 {
-		want = min(want, p.cfg.Limit-len(p.idle)-p.booting-p.inUse)
+		want = min(want, p.cfg.Limit-len(p.idle)-p.booting-p.inUse-p.destroying)
 	}
 	want = min(want, p.cfg.MaxConcurrentBoots-p.booting)
 	if want <= 0 || now.Before(p.retryAt) {
@@ -318,15 +354,22 @@ func (p *Pool[T]) destroy(item T) {
 	p.destroyLocked(item)
 }
 
-// destroyLocked closes a VM in the background; Shutdown waits for it.
+// destroyLocked closes a VM in the background, counted in destroying until
+// it is gone; Shutdown waits for it.
 func (p *Pool[T]) destroyLocked(item T) {
+	p.destroying++
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if err := item.Close(ctx); err != nil {
+		ctx, cancel := context.WithTimeout(p.destroyCtx, 5*time.Minute)
+		err := item.Close(ctx)
+		cancel()
+		if err != nil {
 			p.logf("bhyve pool: destroying a VM: %v", err)
 		}
+		p.mu.Lock()
+		p.destroying--
+		p.poke()
+		p.mu.Unlock()
 	}()
 }

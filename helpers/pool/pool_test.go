@@ -13,9 +13,12 @@ import (
 )
 
 type fakeVM struct {
-	id     int
-	dead   atomic.Bool
-	closed atomic.Int32
+	id         int
+	dead       atomic.Bool
+	poweredOff atomic.Int32
+	closed     atomic.Int32
+	// hold, if set, makes Close wait for it to close (or for ctx).
+	hold chan struct{}
 }
 
 func (v *fakeVM) Ping(ctx context.Context) error {
@@ -25,7 +28,19 @@ func (v *fakeVM) Ping(ctx context.Context) error {
 	return nil
 }
 
+func (v *fakeVM) PowerOff(ctx context.Context) error {
+	v.poweredOff.Add(1)
+	return nil
+}
+
 func (v *fakeVM) Close(ctx context.Context) error {
+	if v.hold != nil {
+		select {
+		case <-v.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	v.closed.Add(1)
 	return nil
 }
@@ -137,7 +152,8 @@ func TestWarmPickupReplenishesAndNeverReuses(t *testing.T) {
 	waitStats(t, p, Stats{Idle: 2, InUse: 1}) // replenished in the background
 
 	require.NoError(t, l.Finish(context.Background(), true))
-	assert.Equal(t, int32(1), vm.closed.Load(), "max_use_count 1: destroyed after its job")
+	assert.Equal(t, int32(1), vm.poweredOff.Load(), "max_use_count 1: powered off after its job")
+	require.Eventually(t, func() bool { return vm.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "and destroyed")
 	p.Release(l)
 	p.Release(l) // idempotent
 	waitStats(t, p, Stats{Idle: 2})
@@ -161,7 +177,7 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 	assert.Zero(t, first.closed.Load(), "back in the pool after its first job")
 	second := use()
 	assert.Same(t, first, second)
-	assert.Equal(t, int32(1), second.closed.Load(), "destroyed after its second job")
+	require.Eventually(t, func() bool { return second.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "destroyed after its second job")
 
 	l, err := p.Acquire()
 	require.NoError(t, err)
@@ -169,7 +185,7 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 	if ok {
 		// A failed job's VM is never put back, whatever max_use_count says.
 		require.NoError(t, l.Finish(context.Background(), false))
-		assert.Equal(t, int32(1), vm.closed.Load())
+		assert.Equal(t, int32(1), vm.poweredOff.Load())
 	}
 	p.Release(l)
 }
@@ -297,7 +313,56 @@ func TestShutdownDrains(t *testing.T) {
 	// The job still running finishes after shutdown: its VM is destroyed,
 	// never returned.
 	require.NoError(t, l.Finish(context.Background(), true))
-	assert.Equal(t, int32(1), vm.closed.Load())
+	assert.Equal(t, int32(1), vm.poweredOff.Load())
 	p.Release(l)
-	assert.Equal(t, Stats{}, p.Stats())
+	waitStats(t, p, Stats{})
+	assert.Equal(t, int32(1), vm.closed.Load())
+}
+
+func TestRetiredVMCountsAgainstTheLimitUntilDestroyed(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 0, MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: 1}}
+	p := newPool(t, f)
+
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	cold := &fakeVM{hold: make(chan struct{})}
+	require.NoError(t, l.Retire(context.Background(), cold))
+	assert.Equal(t, int32(1), cold.poweredOff.Load(), "powered off before Retire returns")
+	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "the lease's count passed to the destroy")
+	p.Release(l)
+	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "Release after Retire counts nothing twice")
+	_, err = p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted, "a VM being destroyed still takes its place under the limit")
+
+	close(cold.hold)
+	waitStats(t, p, Stats{})
+	assert.Equal(t, int32(1), cold.closed.Load())
+	l, err = p.Acquire()
+	require.NoError(t, err)
+	p.Release(l)
+}
+
+func TestShutdownWaitsForDestroysWithinItsContext(t *testing.T) {
+	f := &factory{cfg: Config{MaxUseCount: 1, MaxConcurrentBoots: 1}}
+	p, err := New[*fakeVM](f, t.Logf)
+	require.NoError(t, err)
+
+	quick, stuck := &fakeVM{hold: make(chan struct{})}, &fakeVM{hold: make(chan struct{})}
+	for _, vm := range []*fakeVM{quick, stuck} {
+		l, err := p.Acquire()
+		require.NoError(t, err)
+		require.NoError(t, l.Retire(context.Background(), vm))
+		p.Release(l)
+	}
+	time.AfterFunc(50*time.Millisecond, func() { close(quick.hold) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Shutdown(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "one destroy never finishes")
+	assert.Less(t, time.Since(start), time.Second, "Shutdown returns when its context ends")
+	assert.Equal(t, int32(1), quick.closed.Load(), "it waited for the destroy that could finish")
+	require.Eventually(t, func() bool { return p.Stats() == Stats{} }, 5*time.Second, 5*time.Millisecond, "the stuck destroy was abandoned, not leaked: %+v", p.Stats())
+	assert.Zero(t, stuck.closed.Load())
 }

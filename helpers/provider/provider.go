@@ -264,9 +264,10 @@ type Job struct {
 	VM   *jobvm.VM
 	Warm bool
 
-	p      *Provider
-	runner string
-	lease  *pool.Lease[*jobvm.VM]
+	p        *Provider
+	runner   string
+	lease    *pool.Lease[*jobvm.VM]
+	finished bool
 }
 
 // Prepare gives the job its VM: the slot's warm VM when the job wants the
@@ -290,10 +291,15 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		shell = s.ShellCommand()
 	}
 	job := &Job{p: p, runner: r.Name}
+	if slot != nil {
+		// Warm or cold, the job's VM is retired through its lease, so that
+		// it counts against the limit until destroyed.
+		job.lease = slot.lease
+	}
 	if slot != nil && slot.lease != nil && template == s.Template {
 		if vm, ok := slot.lease.Take(ctx); ok {
 			vm.Shell = shell
-			job.VM, job.Warm, job.lease = vm, true, slot.lease
+			job.VM, job.Warm = vm, true
 			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm))
 			p.metrics.Ready(r.Name, true, time.Since(start))
 			return job, nil
@@ -319,21 +325,31 @@ func (j *Job) Run(ctx context.Context, script io.Reader, stdout, stderr io.Write
 }
 
 // Finish is the end of the job's use of its VM: a warm VM goes back to the
-// pool if max_use_count allows and the job went well, any other is
-// destroyed. Idempotent.
+// pool if max_use_count allows and the job went well. Any other is powered
+// off before Finish returns and destroyed in the background (Shutdown waits
+// for it); upstream reports the job's end only after Cleanup, so the job
+// waits for nothing more than the VM being unable to run anything.
+// Idempotent.
 func (j *Job) Finish(ctx context.Context, jobErr error) error {
-	if j == nil {
+	if j == nil || j.finished {
 		return nil
 	}
-	if j.lease != nil {
-		lease := j.lease
-		j.lease = nil
-		return lease.Finish(ctx, jobErr == nil)
+	j.finished = true
+	switch {
+	case j.lease == nil:
+		// No pool (its settings never loaded): nothing tracks a background
+		// destroy, so it happens here.
+		return j.VM.Close(ctx)
+	case j.Warm:
+		return j.lease.Finish(ctx, jobErr == nil)
+	default:
+		return j.lease.Retire(ctx, j.VM)
 	}
-	return j.VM.Close(ctx)
 }
 
-// Shutdown drains every pool: idle VMs are destroyed, boots cancelled.
+// Shutdown drains every pool at once, within ctx (upstream's
+// shutdown_timeout): idle VMs and VMs of finished jobs are destroyed, boots
+// cancelled.
 func (p *Provider) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	states := make([]*runnerState, 0, len(p.runners))
@@ -341,15 +357,17 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		states = append(states, st)
 	}
 	p.mu.Unlock()
-	var errs []error
-	for _, st := range states {
+	errs := make([]error, len(states))
+	var wg sync.WaitGroup
+	for i, st := range states {
 		st.mu.Lock()
 		pl := st.pool
 		st.mu.Unlock()
 		if pl != nil {
-			errs = append(errs, pl.Shutdown(ctx))
+			wg.Go(func() { errs[i] = pl.Shutdown(ctx) })
 		}
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -365,7 +383,7 @@ func (p *Provider) poolStats() []metrics.PoolStats {
 			continue
 		}
 		s := pl.Stats()
-		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse})
+		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse, Destroying: s.Destroying})
 	}
 	slices.SortFunc(out, func(a, b metrics.PoolStats) int {
 		if a.Runner < b.Runner {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +87,7 @@ func TestWarmPoolServesJobsAndReplenishes(t *testing.T) {
 
 	require.NoError(t, job.Finish(context.Background(), nil))
 	p.Release(slot)
-	assert.NotContains(t, vmNames(t, h), job.VM.Name, "max_use_count 1: the job's VM is gone")
+	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), job.VM.Name) }, 30*time.Second, 20*time.Millisecond, "max_use_count 1: the job's VM is destroyed")
 	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 2 }, 60*time.Second, 50*time.Millisecond, "replenished")
 }
 
@@ -166,4 +167,38 @@ func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
 	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_orphans_swept_total")
 	require.NoError(t, err)
 	assert.Contains(t, string(out), `gitlab_runner_bhyve_orphans_swept_total{runner="sim-runner"} 1`)
+}
+
+// Upstream defers executor.Cleanup before it reports the job's status
+// (common/build.go, Build.Run), so whatever Finish waits for delays every
+// job's end in GitLab. A disposable VM is powered off, not shut down.
+func TestFinishReturnsOnceTheVMIsPoweredOff(t *testing.T) {
+	h := fixture.New(t, sim.Options{})
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 3}, t.Logf)
+	require.NoError(t, err)
+	require.False(t, job.Warm)
+
+	start := time.Now()
+	require.NoError(t, job.Finish(context.Background(), nil))
+	took := time.Since(start)
+	t.Logf("Finish took %s", took)
+	assert.Less(t, took, time.Second, "no ACPI shutdown wait (the simulated guest takes 1.5s for one)")
+	out, err := exec.Command(h.VMCommand(), "list").Output()
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, job.VM.Name+" ") {
+			assert.NotContains(t, line, "Running", "the VM can run nothing once Finish returned")
+		}
+	}
+	p.Release(slot)
+	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), job.VM.Name) }, 30*time.Second, 20*time.Millisecond, "destroyed in the background")
+	require.Eventually(t, func() bool { return gauge(t, p, "destroying") == 0 }, 30*time.Second, 20*time.Millisecond)
+	next, err := p.Acquire(r)
+	require.NoError(t, err, "the destroyed VM no longer counts against the limit")
+	p.Release(next)
 }
