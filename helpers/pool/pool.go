@@ -159,6 +159,40 @@ func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
 	return l.e.item, true
 }
 
+// Return hands the lease's warm VM back untaken: the job wants another
+// template and boots its own VM, which the lease now stands for. The VM goes
+// back to the pool unless that would exceed the limit (the pool may have
+// booted a replacement meanwhile); then it is destroyed before Return
+// returns, so that the job's own VM never makes one too many.
+func (l *Lease[T]) Return(ctx context.Context) error {
+	if l == nil || l.e == nil || l.taken {
+		return nil
+	}
+	e := l.e
+	l.e = nil
+	p := l.p
+	p.mu.Lock()
+	over := p.cfg.Limit > 0 && len(p.idle)+p.booting+p.inUse+p.destroying+1 > p.cfg.Limit
+	if !p.closed && !over {
+		p.idle = append([]*entry[T]{e}, p.idle...)
+		p.poke()
+		p.mu.Unlock()
+		return nil
+	}
+	p.destroying++
+	p.mu.Unlock()
+	err := e.item.Close(ctx)
+	p.mu.Lock()
+	p.destroying--
+	p.poke()
+	p.mu.Unlock()
+	if err != nil {
+		p.destroy(e.item) // in the background, retried there
+		return fmt.Errorf("bhyve pool: destroying an unused VM over the limit: %w", err)
+	}
+	return nil
+}
+
 // Finish is called when the job that took the warm VM is done with it. The
 // VM goes back to the pool if it may serve another job, else it is retired
 // (see Retire). reusable is false when the job failed in a way that makes

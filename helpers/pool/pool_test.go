@@ -366,3 +366,32 @@ func TestShutdownWaitsForDestroysWithinItsContext(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Stats() == Stats{} }, 5*time.Second, 5*time.Millisecond, "the stuck destroy was abandoned, not leaked: %+v", p.Stats())
 	assert.Zero(t, stuck.closed.Load())
 }
+
+func TestReturnedVMGoesBackUnlessOverTheLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		limit     int
+		want      Stats
+		destroyed bool
+	}{
+		{"no limit: both stay idle", 0, Stats{Idle: 2, InUse: 1}, false},
+		{"limit 2: the replacement and the job's own VM fill it", 2, Stats{Idle: 1, InUse: 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: tc.limit}}
+			p := newPool(t, f)
+			waitStats(t, p, Stats{Idle: 1})
+			l, err := p.Acquire()
+			require.NoError(t, err)
+			waitStats(t, p, Stats{Idle: 1, InUse: 1}) // a replacement for the reserved VM
+			made, _, _ := f.snapshot()
+
+			require.NoError(t, l.Return(context.Background()))
+			assert.Equal(t, tc.want, p.Stats())
+			assert.Equal(t, tc.destroyed, made[0].closed.Load() == 1, "destroyed before Return returned")
+			_, ok := l.Take(context.Background())
+			assert.False(t, ok, "a returned VM is no longer the lease's")
+			p.Release(l)
+		})
+	}
+}

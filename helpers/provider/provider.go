@@ -306,6 +306,14 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		}
 	}
 
+	if slot != nil && slot.lease != nil {
+		// A warm VM the job did not take goes back now, not when upstream
+		// releases the slot after the whole job: meanwhile it would stand
+		// beside the job's own VM, uncounted.
+		if err := slot.lease.Return(ctx); err != nil {
+			p.Logf("bhyve: runner %q: %v", r.Name, err)
+		}
+	}
 	m := host.Manager(s, template, shell)
 	m.Observer = observers{p.metrics.Observer(r.Name), req.Observer}
 	vm, err := m.Create(ctx, jobvm.Job{ID: req.JobID, Slot: req.Slot}, logf)
