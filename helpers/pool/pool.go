@@ -30,6 +30,8 @@ type Item interface {
 	PowerOff(ctx context.Context) error
 	// Close destroys the VM.
 	Close(ctx context.Context) error
+	// Recipe says what the VM was made from (see Config.Recipe).
+	Recipe() string
 }
 
 // Config is the pool's policy. It is re-read on every maintenance pass, so
@@ -40,6 +42,10 @@ type Config struct {
 	MaxUseCount        int
 	MaxConcurrentBoots int
 	Limit              int // the runner's limit; 0 means none
+	// Recipe names what new VMs are made from (template, snapshot, how to
+	// reach them...). An idle VM made from another recipe is out of date:
+	// it serves no job and is replaced.
+	Recipe string
 }
 
 // Factory makes pool VMs and knows the current policy.
@@ -125,6 +131,7 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 		return nil, ErrClosed
 	}
 	defer p.poke()
+	p.retireStaleLocked()
 	if len(p.idle) > 0 {
 		e := p.idle[0]
 		p.idle = p.idle[1:]
@@ -138,12 +145,19 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 	return &Lease[T]{p: p, counted: true}, nil
 }
 
-// Take hands the lease's warm VM to the job, after checking it still
-// answers. It reports false when there is none (boot one cold); a dead idle
-// VM is destroyed in the background.
-func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
+// Take hands the lease's warm VM to the job, after checking that it was
+// made from recipe (what the job's settings make now) and still answers. It
+// reports false when there is no such VM (boot one cold); an out-of-date or
+// dead VM is destroyed in the background.
+func (l *Lease[T]) Take(ctx context.Context, recipe string) (T, bool) {
 	var zero T
 	if l == nil || l.e == nil || l.taken {
+		return zero, false
+	}
+	if got := l.e.item.Recipe(); got != recipe {
+		l.p.logf("bhyve pool: the idle VM was made from settings since changed; booting one for the job instead")
+		l.p.destroy(l.e.item)
+		l.e = nil
 		return zero, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -334,6 +348,7 @@ func (p *Pool[T]) maintain() {
 	}
 	now := p.now()
 
+	p.retireStaleLocked()
 	// Surplus idle VMs, oldest first, once they have idled idle_time.
 	for len(p.idle) > p.cfg.IdleCount && now.Sub(p.idle[0].since) >= p.cfg.IdleTime {
 		p.destroyLocked(p.idle[0].item)
@@ -380,6 +395,21 @@ func (p *Pool[T]) boot() {
 		return
 	}
 	p.idle = append(p.idle, &entry[T]{item: item, since: p.now()})
+}
+
+// retireStaleLocked destroys idle VMs made from another recipe than the
+// current one, so that settings edits apply to the next job.
+func (p *Pool[T]) retireStaleLocked() {
+	kept := p.idle[:0]
+	for _, e := range p.idle {
+		if e.item.Recipe() == p.cfg.Recipe {
+			kept = append(kept, e)
+		} else {
+			p.destroyLocked(e.item)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
 }
 
 func (p *Pool[T]) destroy(item T) {

@@ -14,6 +14,7 @@ import (
 
 type fakeVM struct {
 	id         int
+	recipe     string
 	dead       atomic.Bool
 	poweredOff atomic.Int32
 	closed     atomic.Int32
@@ -27,6 +28,8 @@ func (v *fakeVM) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (v *fakeVM) Recipe() string { return v.recipe }
 
 func (v *fakeVM) PowerOff(ctx context.Context) error {
 	v.poweredOff.Add(1)
@@ -101,7 +104,7 @@ func (f *factory) Create(ctx context.Context) (*fakeVM, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v := &fakeVM{id: len(f.made)}
+	v := &fakeVM{id: len(f.made), recipe: f.cfg.Recipe}
 	f.made = append(f.made, v)
 	return v, nil
 }
@@ -147,7 +150,7 @@ func TestWarmPickupReplenishesAndNeverReuses(t *testing.T) {
 
 	l, err := p.Acquire()
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	require.True(t, ok)
 	waitStats(t, p, Stats{Idle: 2, InUse: 1}) // replenished in the background
 
@@ -167,7 +170,7 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 	use := func() *fakeVM {
 		l, err := p.Acquire()
 		require.NoError(t, err)
-		vm, ok := l.Take(context.Background())
+		vm, ok := l.Take(context.Background(), "")
 		require.True(t, ok)
 		require.NoError(t, l.Finish(context.Background(), true))
 		p.Release(l)
@@ -181,7 +184,7 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 
 	l, err := p.Acquire()
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	if ok {
 		// A failed job's VM is never put back, whatever max_use_count says.
 		require.NoError(t, l.Finish(context.Background(), false))
@@ -196,7 +199,7 @@ func TestColdWhenEmptyExhaustedAtLimit(t *testing.T) {
 
 	a, err := p.Acquire()
 	require.NoError(t, err)
-	_, ok := a.Take(context.Background())
+	_, ok := a.Take(context.Background(), "")
 	assert.False(t, ok, "idle_count 0: every job boots its VM")
 	b, err := p.Acquire()
 	require.NoError(t, err)
@@ -221,7 +224,7 @@ func TestLimitCapsIdlePlusBootingPlusInUse(t *testing.T) {
 	for range 3 {
 		l, err := p.Acquire()
 		require.NoError(t, err)
-		_, ok := l.Take(context.Background())
+		_, ok := l.Take(context.Background(), "")
 		require.True(t, ok)
 		leases = append(leases, l)
 	}
@@ -252,7 +255,7 @@ func TestUntakenLeaseGoesBackAndDeadIdleVMIsReplaced(t *testing.T) {
 	made[0].dead.Store(true)
 	l, err = p.Acquire()
 	require.NoError(t, err)
-	_, ok := l.Take(context.Background())
+	_, ok := l.Take(context.Background(), "")
 	assert.False(t, ok, "a dead idle VM is not handed to a job")
 	p.Release(l)
 	require.Eventually(t, func() bool { return made[0].closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
@@ -300,7 +303,7 @@ func TestShutdownDrains(t *testing.T) {
 
 	l, err := p.Acquire() // triggers a replacement boot, which blocks
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	require.True(t, ok)
 	require.Eventually(t, func() bool { return p.Stats().Booting == 1 }, 5*time.Second, 5*time.Millisecond)
 
@@ -389,9 +392,38 @@ func TestReturnedVMGoesBackUnlessOverTheLimit(t *testing.T) {
 			require.NoError(t, l.Return(context.Background()))
 			assert.Equal(t, tc.want, p.Stats())
 			assert.Equal(t, tc.destroyed, made[0].closed.Load() == 1, "destroyed before Return returned")
-			_, ok := l.Take(context.Background())
+			_, ok := l.Take(context.Background(), "")
 			assert.False(t, ok, "a returned VM is no longer the lease's")
 			p.Release(l)
 		})
 	}
+}
+
+func TestIdleVMsOfAnOldRecipeAreReplaced(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 2, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 2, Recipe: "old"}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 2})
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	_, ok := l.Take(context.Background(), "new")
+	assert.False(t, ok, "a job whose settings changed gets no VM of the old ones")
+	p.Release(l)
+	old, _, _ := f.snapshot()
+
+	f.set(func(c *Config) { c.Recipe = "new" })
+	p.poke()
+	require.Eventually(t, func() bool {
+		made, _, _ := f.snapshot()
+		return p.Stats() == Stats{Idle: 2} && len(made) >= len(old)+2
+	}, 5*time.Second, 5*time.Millisecond, "replenished with the new recipe: %+v", p.Stats())
+	for _, v := range old {
+		require.Eventually(t, func() bool { return v.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "VM %d of the old recipe destroyed", v.id)
+	}
+	l, err = p.Acquire()
+	require.NoError(t, err)
+	vm, ok := l.Take(context.Background(), "new")
+	require.True(t, ok)
+	assert.Equal(t, "new", vm.Recipe())
+	require.NoError(t, l.Finish(context.Background(), true))
+	p.Release(l)
 }

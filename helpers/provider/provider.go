@@ -7,6 +7,8 @@ package provider
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +65,7 @@ type runnerState struct {
 	start  sync.Once
 	mu     sync.Mutex
 	runner Runner // the latest the front-end passed
-	pool   *pool.Pool[*jobvm.VM]
+	pool   *pool.Pool[*poolVM]
 	swept  chan struct{} // closed when the first-start sweep is done
 }
 
@@ -94,7 +96,7 @@ func (p *Provider) jobHost() (*jobvm.Host, error) {
 // asked for a job: a warm VM, or leave to boot one.
 type Slot struct {
 	state *runnerState
-	lease *pool.Lease[*jobvm.VM]
+	lease *pool.Lease[*poolVM]
 }
 
 // Acquire claims capacity for the next job of runner r. The first call for
@@ -153,7 +155,7 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 	// takes st.mu, so it must not be held while the pool starts.
 	st.start.Do(func() {
 		go p.sweepOnce(host, st)
-		pl, err := pool.New[*jobvm.VM](&poolFactory{p: p, host: host, st: st}, p.Logf)
+		pl, err := pool.New[*poolVM](&poolFactory{p: p, host: host, st: st}, p.Logf)
 		if err != nil {
 			p.Logf("bhyve: runner %q: warm pool not started: %v", r.Name, err)
 			return
@@ -230,10 +232,37 @@ func (f *poolFactory) Config() (pool.Config, error) {
 		MaxUseCount:        s.Pool.MaxUseCount,
 		MaxConcurrentBoots: s.Pool.MaxConcurrentBoots,
 		Limit:              r.Limit,
+		Recipe:             recipe(s),
 	}, nil
 }
 
-func (f *poolFactory) Create(ctx context.Context) (*jobvm.VM, error) {
+// poolVM is a pool VM and the recipe it was made from.
+type poolVM struct {
+	*jobvm.VM
+	recipe string
+}
+
+func (v *poolVM) Recipe() string { return v.recipe }
+
+// recipe fingerprints every setting a booted pool VM embodies: where it was
+// cloned from, how vm-bhyve reaches it, its name and marker, and how its
+// SSH connection was opened and verified. A VM made from other values
+// would not be the VM the settings now describe. Settings a job applies
+// itself (shell, builds_dir, ...) are not in it. It is a hash, so that the
+// password in it can never reach a log.
+func recipe(s *settings.Settings) string {
+	h := sha256.New()
+	for _, v := range []any{
+		s.Template, s.Snapshot, s.VMCommand, s.SysrcCommand, s.Privilege, s.VMDir, s.NamePrefix, s.HostID,
+		s.SSH.User, s.SSH.Port, s.SSH.IdentityFile, s.SSH.KnownHostsFile, s.SSH.HostKey,
+		s.SSH.Password.Reveal(), s.SSH.PasswordFile, s.SSH.KeepAliveInterval, s.SSH.InsecureSkipHostKeyCheck, s.KillGrace,
+	} {
+		fmt.Fprintf(h, "%q\x00", fmt.Sprint(v))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (f *poolFactory) Create(ctx context.Context) (*poolVM, error) {
 	f.st.mu.Lock()
 	r := f.st.runner
 	f.st.mu.Unlock()
@@ -243,9 +272,13 @@ func (f *poolFactory) Create(ctx context.Context) (*jobvm.VM, error) {
 	}
 	m := f.host.Manager(s, "", "")
 	m.Observer = f.p.metrics.Observer(r.Name)
-	return m.CreateNamed(ctx, jobvm.PoolVMName(s.NamePrefix, r.Name), 0, func(format string, args ...any) {
+	vm, err := m.CreateNamed(ctx, jobvm.PoolVMName(s.NamePrefix, r.Name), 0, func(format string, args ...any) {
 		f.p.Logf("bhyve: runner %q: pool: "+format, append([]any{r.Name}, args...)...)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return &poolVM{VM: vm, recipe: recipe(s)}, nil
 }
 
 // Request is what a job asks of its VM.
@@ -266,7 +299,7 @@ type Job struct {
 
 	p        *Provider
 	runner   string
-	lease    *pool.Lease[*jobvm.VM]
+	lease    *pool.Lease[*poolVM]
 	finished bool
 }
 
@@ -297,10 +330,10 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		job.lease = slot.lease
 	}
 	if slot != nil && slot.lease != nil && template == s.Template {
-		if vm, ok := slot.lease.Take(ctx); ok {
+		if vm, ok := slot.lease.Take(ctx, recipe(s)); ok {
 			vm.Shell = shell
-			job.VM, job.Warm = vm, true
-			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm))
+			job.VM, job.Warm = vm.VM, true
+			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm.VM))
 			p.metrics.Ready(r.Name, true, time.Since(start))
 			return job, nil
 		}
@@ -351,7 +384,7 @@ func (j *Job) Finish(ctx context.Context, jobErr error) error {
 	case j.Warm:
 		return j.lease.Finish(ctx, jobErr == nil)
 	default:
-		return j.lease.Retire(ctx, j.VM)
+		return j.lease.Retire(ctx, &poolVM{VM: j.VM})
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -258,4 +260,48 @@ func TestJobOfAnotherTemplateHandsTheWarmVMBackWithinTheLimit(t *testing.T) {
 	require.NoError(t, job.Finish(context.Background(), nil))
 	p.Release(slot)
 	assert.LessOrEqual(t, stop(), 2, "never more VMs than the runner's limit")
+}
+
+// writeSettings rewrites the runner's bhyve.toml, as an operator editing it
+// between jobs.
+func writeSettings(t *testing.T, h *fixture.Host, extra ...string) {
+	t.Helper()
+	require.NoError(t, fixture.WriteSettings(h.Host, h.SettingsPath, extra...))
+}
+
+func TestPoolVMsFollowEditedSettings(t *testing.T) {
+	pool := []string{"[runners.\"sim-runner\".pool]", "idle_count = 1"}
+	h := fixture.New(t, sim.Options{}, pool...)
+	// A second snapshot of the template, told apart by a file in its disk.
+	require.NoError(t, os.WriteFile(filepath.Join(h.VMDir(), h.Template(), "disk0", "made-from"), []byte("v2\n"), 0o644))
+	res, err := h.VM(context.Background(), "snapshot", h.Template()+"@v2")
+	require.NoError(t, err)
+	require.Zero(t, res.ExitCode, "vm snapshot: %s", res.Stderr)
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+
+	madeFrom := func(jobID int64) string {
+		t.Helper()
+		slot, err := p.Acquire(r)
+		require.NoError(t, err)
+		defer p.Release(slot)
+		job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: jobID}, t.Logf)
+		require.NoError(t, err)
+		defer func() { require.NoError(t, job.Finish(context.Background(), nil)) }()
+		var out strings.Builder
+		require.NoError(t, job.Run(context.Background(), strings.NewReader("cat /made-from 2>/dev/null || echo base"), &out, io.Discard))
+		return strings.TrimSpace(out.String())
+	}
+
+	warmup, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(warmup)
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 60*time.Second, 50*time.Millisecond)
+	require.Equal(t, "base", madeFrom(1))
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 60*time.Second, 50*time.Millisecond)
+
+	writeSettings(t, h, append(pool, `snapshot = "v2"`)...)
+	assert.Equal(t, "v2", madeFrom(2), "the job right after the edit gets a VM of the new snapshot")
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 60*time.Second, 50*time.Millisecond)
+	assert.Equal(t, "v2", madeFrom(3))
 }
