@@ -50,29 +50,43 @@ type Provider struct {
 	Dialer guestssh.Dialer
 	// Logf is the runner's log (never a job's).
 	Logf func(format string, args ...any)
-	// SweepTimeout bounds the first-start sweep.
+	// SweepTimeout bounds one sweep.
 	SweepTimeout time.Duration
 
 	once    sync.Once
 	host    *jobvm.Host
 	hostErr error
 
+	stop     context.Context // ends on Shutdown: sweepers stop
+	stopNow  context.CancelFunc
+	sweepers sync.WaitGroup
+
 	mu      sync.Mutex
 	runners map[string]*runnerState
 }
 
 type runnerState struct {
-	start  sync.Once
-	mu     sync.Mutex
-	runner Runner // the latest the front-end passed
-	pool   *pool.Pool[*poolVM]
-	swept  chan struct{} // closed when the first-start sweep is done
+	sweeper sync.Once
+	kick    chan struct{} // a job request came: retry what settings blocked
+	swept   chan struct{} // closed when the first sweep is done
+	// starting serialises pool starts; the pool's factory takes mu, so mu
+	// cannot be held while a pool starts.
+	starting sync.Mutex
+
+	mu        sync.Mutex
+	runner    Runner // the latest the front-end passed
+	pool      *pool.Pool[*poolVM]
+	poolError string // the last reason the pool could not start, logged once
 }
 
 // New returns a Provider. It touches nothing on the host: upstream builds
 // every provider at every process start, helper commands included.
 func New() *Provider {
-	return &Provider{metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, runners: map[string]*runnerState{}}
+	stop, stopNow := context.WithCancel(context.Background())
+	return &Provider{
+		metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute,
+		stop: stop, stopNow: stopNow, runners: map[string]*runnerState{},
+	}
 }
 
 // Collector is the provider's Prometheus collector.
@@ -100,7 +114,8 @@ type Slot struct {
 }
 
 // Acquire claims capacity for the next job of runner r. The first call for
-// a runner sweeps its orphans (in the background) and starts its pool.
+// a runner starts sweeping its orphans (in the background) and starts its
+// pool; while its settings do not load, every call tries again.
 func (p *Provider) Acquire(r Runner) (*Slot, error) {
 	st, err := p.state(r)
 	if err != nil {
@@ -140,7 +155,7 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 	p.mu.Lock()
 	st, ok := p.runners[r.Name]
 	if !ok {
-		st = &runnerState{runner: r, swept: make(chan struct{})}
+		st = &runnerState{runner: r, kick: make(chan struct{}, 1), swept: make(chan struct{})}
 		p.runners[r.Name] = st
 	}
 	p.mu.Unlock()
@@ -151,33 +166,82 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 
 	// First sight of this runner in this process: sweep what a previous
 	// process left, then fill the pool (its VMs are held, sweeps skip them).
-	// Concurrent first Acquires wait here for one start; the pool's factory
-	// takes st.mu, so it must not be held while the pool starts.
-	st.start.Do(func() {
-		go p.sweepOnce(host, st)
-		pl, err := pool.New[*poolVM](&poolFactory{p: p, host: host, st: st}, p.Logf)
-		if err != nil {
-			p.Logf("bhyve: runner %q: warm pool not started: %v", r.Name, err)
-			return
-		}
-		st.mu.Lock()
-		st.pool = pl
-		st.mu.Unlock()
+	st.sweeper.Do(func() {
+		p.sweepers.Add(1)
+		go p.sweepLoop(host, st)
 	})
+	select {
+	case st.kick <- struct{}{}:
+	default:
+	}
+	p.startPool(host, st)
 	return st, nil
 }
 
-func (p *Provider) sweepOnce(host *jobvm.Host, st *runnerState) {
-	defer close(st.swept)
+// startPool starts the runner's pool unless it runs. A bhyve.toml that does
+// not load leaves it stopped until a later job request finds it fixed.
+func (p *Provider) startPool(host *jobvm.Host, st *runnerState) {
+	st.starting.Lock()
+	defer st.starting.Unlock()
+	st.mu.Lock()
+	running, name := st.pool != nil, st.runner.Name
+	st.mu.Unlock()
+	if running || p.stop.Err() != nil {
+		return
+	}
+	pl, err := pool.New[*poolVM](&poolFactory{p: p, host: host, st: st}, p.Logf)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err != nil {
+		if err.Error() != st.poolError {
+			st.poolError = err.Error()
+			p.Logf("bhyve: runner %q: warm pool not started (trying again at the next job request): %v", name, err)
+		}
+		return
+	}
+	st.pool, st.poolError = pl, ""
+}
+
+// sweepLoop sweeps the runner's orphans. Until a sweep has run (the settings
+// loaded), each job request retries; then it stops.
+func (p *Provider) sweepLoop(host *jobvm.Host, st *runnerState) {
+	defer p.sweepers.Done()
+	lastErr := ""
+	for {
+		err := p.sweep(host, st)
+		if err == nil {
+			close(st.swept)
+			return
+		}
+		if err.Error() != lastErr {
+			lastErr = err.Error()
+			p.Logf("bhyve: runner %q: not sweeping orphaned VMs (trying again at the next job request): %v", st.name(), err)
+		}
+		select {
+		case <-p.stop.Done():
+			return
+		case <-st.kick:
+		}
+	}
+}
+
+func (st *runnerState) name() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.runner.Name
+}
+
+// sweep destroys the runner's orphans; it fails only when the settings do
+// not load (a sweep that could not list VMs is logged and counts as done).
+func (p *Provider) sweep(host *jobvm.Host, st *runnerState) error {
 	st.mu.Lock()
 	r := st.runner
 	st.mu.Unlock()
 	s, err := r.Settings()
 	if err != nil {
-		p.Logf("bhyve: runner %q: not sweeping orphaned VMs: %v", r.Name, err)
-		return
+		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.SweepTimeout)
+	ctx, cancel := context.WithTimeout(p.stop, p.SweepTimeout)
 	defer cancel()
 	found, err := host.Manager(s, "", "").Sweep(ctx, false)
 	swept := 0
@@ -193,9 +257,10 @@ func (p *Provider) sweepOnce(host *jobvm.Host, st *runnerState) {
 	if err != nil {
 		p.Logf("bhyve: runner %q: sweeping orphaned VMs: %v", r.Name, err)
 	}
+	return nil
 }
 
-// WaitSwept blocks until the first-start sweep of runner name has finished.
+// WaitSwept blocks until the first sweep of runner name has finished.
 func (p *Provider) WaitSwept(ctx context.Context, name string) error {
 	p.mu.Lock()
 	st, ok := p.runners[name]
@@ -392,6 +457,7 @@ func (j *Job) Finish(ctx context.Context, jobErr error) error {
 // shutdown_timeout): idle VMs and VMs of finished jobs are destroyed, boots
 // cancelled.
 func (p *Provider) Shutdown(ctx context.Context) error {
+	p.stopNow()
 	p.mu.Lock()
 	states := make([]*runnerState, 0, len(p.runners))
 	for _, st := range p.runners {
@@ -409,6 +475,13 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	swept := make(chan struct{})
+	go func() { p.sweepers.Wait(); close(swept) }()
+	select {
+	case <-swept:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("bhyve: a sweep is still running: %w", ctx.Err()))
+	}
 	return errors.Join(errs...)
 }
 

@@ -145,27 +145,14 @@ func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
 	h := fixture.New(t, sim.Options{})
 	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 
-	// A previous runner process, now dead, left its job VM running.
-	dead := exec.Command("true")
-	require.NoError(t, dead.Run())
-	old, err := jobvm.NewHost(dead.Process.Pid, true)
-	if err != nil {
-		// The process is gone already, so no start time: forge its identity.
-		old = &jobvm.Host{Holder: jobvm.Holder(fmt.Sprintf("%d@1", dead.Process.Pid)), HolderIsSelf: true, Held: &jobvm.HeldSet{}}
-	}
-	old.Dialer = h
-	s, err := r.Settings()
-	require.NoError(t, err)
-	vm, err := old.Manager(s, "", "").Create(context.Background(), jobvm.Job{ID: 9}, t.Logf)
-	require.NoError(t, err)
-	require.NoError(t, vm.Detach())
+	vm := leaveOrphan(t, h, r, 9)
 
 	p := newProvider(t, h)
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
 	require.NoError(t, p.WaitSwept(context.Background(), r.Name))
 	p.Release(slot)
-	assert.NotContains(t, vmNames(t, h), vm.Name)
+	assert.NotContains(t, vmNames(t, h), vm)
 	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_orphans_swept_total")
 	require.NoError(t, err)
 	assert.Contains(t, string(out), `gitlab_runner_bhyve_orphans_swept_total{runner="sim-runner"} 1`)
@@ -304,4 +291,49 @@ func TestPoolVMsFollowEditedSettings(t *testing.T) {
 	assert.Equal(t, "v2", madeFrom(2), "the job right after the edit gets a VM of the new snapshot")
 	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 60*time.Second, 50*time.Millisecond)
 	assert.Equal(t, "v2", madeFrom(3))
+}
+
+// leaveOrphan boots a job VM as a runner process that has died since would
+// have left it, and returns its name.
+func leaveOrphan(t *testing.T, h *fixture.Host, r provider.Runner, jobID int64) string {
+	t.Helper()
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	old, err := jobvm.NewHost(dead.Process.Pid, true)
+	if err != nil {
+		// The process is gone already, so no start time: forge its identity.
+		old = &jobvm.Host{Holder: jobvm.Holder(fmt.Sprintf("%d@1", dead.Process.Pid)), HolderIsSelf: true, Held: &jobvm.HeldSet{}}
+	}
+	old.Dialer = h
+	s, err := r.Settings()
+	require.NoError(t, err)
+	vm, err := old.Manager(s, "", "").Create(context.Background(), jobvm.Job{ID: jobID}, t.Logf)
+	require.NoError(t, err)
+	require.NoError(t, vm.Detach())
+	return vm.Name
+}
+
+func TestBrokenSettingsAtTheFirstRequestAreRetried(t *testing.T) {
+	pool := []string{"[runners.\"sim-runner\".pool]", "idle_count = 1"}
+	h := fixture.New(t, sim.Options{}, pool...)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	orphan := leaveOrphan(t, h, r, 7)
+	writeSettings(t, h, append(pool, `boot_timeout = "soon"`)...)
+	p := newProvider(t, h)
+
+	slot, err := p.Acquire(r)
+	require.NoError(t, err, "the job comes and fails with the settings error in its log")
+	_, err = p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	require.ErrorContains(t, err, "boot_timeout")
+	p.Release(slot)
+
+	writeSettings(t, h, pool...)
+	slot, err = p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(slot)
+	require.Eventually(t, func() bool { return gauge(t, p, "idle") == 1 }, 20*time.Second, 50*time.Millisecond, "the pool started once the settings loaded")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, p.WaitSwept(ctx, r.Name))
+	assert.NotContains(t, vmNames(t, h), orphan, "the sweep ran once the settings loaded")
 }
