@@ -420,13 +420,16 @@ func (v *VM) closeConn() error {
 func (v *VM) destroy(ctx context.Context) error {
 	_ = v.closeConn()
 	err := v.m.phase(v, PhaseDestroy, func() error { return v.m.stopAndDestroy(ctx, v.Name) })
-	if err == nil {
-		v.mu.Lock()
-		v.gone = true
-		v.mu.Unlock()
+	if err != nil {
+		// Still held: the caller retries (the warm pool's destroys do), and
+		// a sweep must not destroy it at the same time.
+		return err
 	}
+	v.mu.Lock()
+	v.gone = true
+	v.mu.Unlock()
 	v.m.Held.Remove(v.Name)
-	return err
+	return nil
 }
 
 // Destroy stops and destroys a VM by name, but only if its marker proves this
@@ -443,7 +446,9 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 		return fmt.Errorf("refusing to destroy %s: it carries no ownership marker of this runner", name)
 	}
 	err = m.phase(&VM{Name: name}, PhaseDestroy, func() error { return m.stopAndDestroy(ctx, name) })
-	m.Held.Remove(name)
+	if err == nil {
+		m.Held.Remove(name)
+	}
 	return err
 }
 

@@ -427,3 +427,26 @@ func TestPowerOffEndsTheGuestAndCloseDestroysIt(t *testing.T) {
 	assert.False(t, hv.Has(vmName))
 	assert.False(t, m.Held.Has(vmName))
 }
+
+func TestAFailedDestroyKeepsTheVMHeldUntilARetrySucceeds(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, t.Logf)
+	require.NoError(t, err)
+
+	hv.mu.Lock()
+	hv.failDestroy = errors.New("failed to destroy ZFS dataset")
+	hv.mu.Unlock()
+	require.Error(t, vm.Close(context.Background()))
+	assert.True(t, hv.Has(vmName))
+	assert.True(t, m.Held.Has(vmName), "whoever retries owns it; a sweep must not race the retry")
+
+	hv.mu.Lock()
+	hv.failDestroy = nil
+	hv.mu.Unlock()
+	require.NoError(t, vm.Close(context.Background()), "Close retries a destroy that failed")
+	assert.False(t, hv.Has(vmName))
+	assert.False(t, m.Held.Has(vmName))
+	require.NoError(t, vm.Close(context.Background()))
+	assert.Equal(t, 2, strings.Count(strings.Join(hv.Calls(), "\n"), "destroy "+vmName), "nothing after success")
+}

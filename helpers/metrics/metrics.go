@@ -20,6 +20,7 @@ import (
 type PoolStats struct {
 	Runner                           string
 	Idle, Booting, InUse, Destroying int
+	DestroyRetries                   int // since the start
 }
 
 // Collector holds the bhyve executor's metrics.
@@ -29,6 +30,7 @@ type Collector struct {
 	failures *prometheus.CounterVec
 	swept    *prometheus.CounterVec
 	vms      *prometheus.Desc
+	retries  *prometheus.Desc
 
 	mu    sync.Mutex
 	pools func() []PoolStats
@@ -61,6 +63,9 @@ func New() *Collector {
 		vms: prometheus.NewDesc("gitlab_runner_bhyve_vms",
 			"VMs by state: idle (booted, waiting in the pool), booting (for the pool), in_use (held by a job, warm or cold) and destroying (powered off, being destroyed in the background); all count against the runner's limit.",
 			[]string{"runner", "state"}, nil),
+		retries: prometheus.NewDesc("gitlab_runner_bhyve_destroy_retries_total",
+			"Destroys of VMs tried again after a failure (each failure is also in gitlab_runner_bhyve_failures_total); a VM is retried until it is gone.",
+			[]string{"runner"}, nil),
 	}
 }
 
@@ -78,6 +83,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.failures.Describe(ch)
 	c.swept.Describe(ch)
 	ch <- c.vms
+	ch <- c.retries
 }
 
 // Collect implements prometheus.Collector.
@@ -96,6 +102,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for state, n := range map[string]int{"idle": p.Idle, "booting": p.Booting, "in_use": p.InUse, "destroying": p.Destroying} {
 			ch <- prometheus.MustNewConstMetric(c.vms, prometheus.GaugeValue, float64(n), p.Runner, state)
 		}
+		ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(p.DestroyRetries), p.Runner)
 	}
 }
 

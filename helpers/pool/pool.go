@@ -63,6 +63,8 @@ var ErrClosed = errors.New("bhyve pool: shutting down")
 // Stats is a snapshot of the pool for metrics.
 type Stats struct {
 	Idle, Booting, InUse, Destroying int
+	// DestroyRetries counts failed destroys tried again, since the start.
+	DestroyRetries int
 }
 
 // Pool is one runner's pool for one template.
@@ -85,6 +87,7 @@ type Pool[T Item] struct {
 	booting    int
 	inUse      int // leases not yet released or retired
 	destroying int
+	retries    int       // failed destroys tried again
 	failures   int       // consecutive failed boots
 	retryAt    time.Time // no boots before this after failures
 	closed     bool
@@ -280,7 +283,7 @@ func (p *Pool[T]) Release(l *Lease[T]) {
 func (p *Pool[T]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse, Destroying: p.destroying}
+	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse, Destroying: p.destroying, DestroyRetries: p.retries}
 }
 
 // Shutdown destroys the idle VMs, cancels boots in progress (their VMs are
@@ -418,22 +421,46 @@ func (p *Pool[T]) destroy(item T) {
 	p.destroyLocked(item)
 }
 
-// destroyLocked closes a VM in the background, counted in destroying until
-// it is gone; Shutdown waits for it.
+// destroyLocked destroys a VM in the background, counted in destroying
+// until it is gone. A failed destroy is tried again, after 1s, 2s, 4s ... at
+// most a minute apart, until it succeeds or Shutdown gives up waiting:
+// a VM that could not be destroyed still exists and still counts.
 func (p *Pool[T]) destroyLocked(item T) {
 	p.destroying++
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		ctx, cancel := context.WithTimeout(p.destroyCtx, 5*time.Minute)
-		err := item.Close(ctx)
-		cancel()
-		if err != nil {
-			p.logf("bhyve pool: destroying a VM: %v", err)
+		defer func() {
+			p.mu.Lock()
+			p.destroying--
+			p.poke()
+			p.mu.Unlock()
+		}()
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(p.destroyCtx, destroyTimeout)
+			err := item.Close(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if p.destroyCtx.Err() != nil {
+				p.logf("bhyve pool: destroying a VM: %v; giving up at shutdown, the next start's sweep destroys it", err)
+				return
+			}
+			backoff := min(time.Second<<min(attempt-1, 6), time.Minute)
+			p.logf("bhyve pool: destroying a VM failed (%d in a row, next try in %s): %v", attempt, backoff, err)
+			select {
+			case <-time.After(backoff):
+			case <-p.destroyCtx.Done():
+				p.logf("bhyve pool: giving up at shutdown on destroying a VM (%v); the next start's sweep destroys it", err)
+				return
+			}
+			p.mu.Lock()
+			p.retries++
+			p.mu.Unlock()
 		}
-		p.mu.Lock()
-		p.destroying--
-		p.poke()
-		p.mu.Unlock()
 	}()
 }
+
+// destroyTimeout bounds one destroy attempt.
+const destroyTimeout = 5 * time.Minute

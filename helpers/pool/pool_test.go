@@ -20,6 +20,8 @@ type fakeVM struct {
 	closed     atomic.Int32
 	// hold, if set, makes Close wait for it to close (or for ctx).
 	hold chan struct{}
+	// failCloses is how many Closes fail before one succeeds.
+	failCloses atomic.Int32
 }
 
 func (v *fakeVM) Ping(ctx context.Context) error {
@@ -43,6 +45,9 @@ func (v *fakeVM) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if v.failCloses.Add(-1) >= 0 {
+		return errors.New("failed to destroy ZFS dataset")
 	}
 	v.closed.Add(1)
 	return nil
@@ -426,4 +431,22 @@ func TestIdleVMsOfAnOldRecipeAreReplaced(t *testing.T) {
 	assert.Equal(t, "new", vm.Recipe())
 	require.NoError(t, l.Finish(context.Background(), true))
 	p.Release(l)
+}
+
+func TestAFailedDestroyIsRetriedWithBackoff(t *testing.T) {
+	f := &factory{cfg: Config{MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: 1}}
+	p := newPool(t, f)
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	vm := &fakeVM{}
+	vm.failCloses.Store(2)
+	start := time.Now()
+	require.NoError(t, l.Retire(context.Background(), vm))
+	p.Release(l)
+	_, err = p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted, "a VM whose destroy failed still exists and counts")
+
+	waitStatsWithin(t, p, Stats{DestroyRetries: 2}, 10*time.Second)
+	assert.Equal(t, int32(1), vm.closed.Load())
+	assert.GreaterOrEqual(t, time.Since(start), 3*time.Second, "1s, then 2s between the tries")
 }

@@ -52,6 +52,10 @@ type Provider struct {
 	Logf func(format string, args ...any)
 	// SweepTimeout bounds one sweep.
 	SweepTimeout time.Duration
+	// SweepInterval is the time between sweeps: VMs become orphans while
+	// the runner runs too (a destroy that failed, a Create that could not
+	// clean up after itself).
+	SweepInterval time.Duration
 
 	once    sync.Once
 	host    *jobvm.Host
@@ -84,7 +88,7 @@ type runnerState struct {
 func New() *Provider {
 	stop, stopNow := context.WithCancel(context.Background())
 	return &Provider{
-		metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute,
+		metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, SweepInterval: 5 * time.Minute,
 		stop: stop, stopNow: stopNow, runners: map[string]*runnerState{},
 	}
 }
@@ -202,25 +206,38 @@ func (p *Provider) startPool(host *jobvm.Host, st *runnerState) {
 	st.pool, st.poolError = pl, ""
 }
 
-// sweepLoop sweeps the runner's orphans. Until a sweep has run (the settings
-// loaded), each job request retries; then it stops.
+// sweepLoop sweeps the runner's orphans every SweepInterval, until
+// Shutdown. While the settings do not load, each job request retries.
 func (p *Provider) sweepLoop(host *jobvm.Host, st *runnerState) {
 	defer p.sweepers.Done()
-	lastErr := ""
+	lastErr, first := "", true
 	for {
 		err := p.sweep(host, st)
+		var next <-chan time.Time
 		if err == nil {
-			close(st.swept)
-			return
-		}
-		if err.Error() != lastErr {
+			if first {
+				close(st.swept)
+				first = false
+			}
+			lastErr = ""
+			next = time.After(p.SweepInterval)
+		} else if err.Error() != lastErr {
 			lastErr = err.Error()
 			p.Logf("bhyve: runner %q: not sweeping orphaned VMs (trying again at the next job request): %v", st.name(), err)
 		}
 		select {
 		case <-p.stop.Done():
 			return
+		case <-next:
 		case <-st.kick:
+			if err == nil {
+				// A sweep ran recently: wait for the interval.
+				select {
+				case <-p.stop.Done():
+					return
+				case <-next:
+				}
+			}
 		}
 	}
 }
@@ -497,7 +514,7 @@ func (p *Provider) poolStats() []metrics.PoolStats {
 			continue
 		}
 		s := pl.Stats()
-		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse, Destroying: s.Destroying})
+		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse, Destroying: s.Destroying, DestroyRetries: s.DestroyRetries})
 	}
 	slices.SortFunc(out, func(a, b metrics.PoolStats) int {
 		if a.Runner < b.Runner {

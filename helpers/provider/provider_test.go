@@ -337,3 +337,49 @@ func TestBrokenSettingsAtTheFirstRequestAreRetried(t *testing.T) {
 	require.NoError(t, p.WaitSwept(ctx, r.Name))
 	assert.NotContains(t, vmNames(t, h), orphan, "the sweep ran once the settings loaded")
 }
+
+func metricLine(t *testing.T, p *provider.Provider, name, labels string) string {
+	t.Helper()
+	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, name)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, name+"{"+labels+"}") {
+			return line
+		}
+	}
+	return ""
+}
+
+func TestFailedDestroyIsRetriedUntilTheVMIsGone(t *testing.T) {
+	h := fixture.New(t, sim.Options{})
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 5}, t.Logf)
+	require.NoError(t, err)
+	require.NoError(t, h.SetFault(job.VM.Name, sim.Fault{Fail: sim.FailDestroy, FailTimes: 2}))
+
+	require.NoError(t, job.Finish(context.Background(), nil))
+	p.Release(slot)
+	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), job.VM.Name) }, 20*time.Second, 50*time.Millisecond, "destroyed on the third try")
+	assert.Equal(t, `gitlab_runner_bhyve_destroy_retries_total{runner="sim-runner"} 2`, metricLine(t, p, "gitlab_runner_bhyve_destroy_retries_total", `runner="sim-runner"`))
+	assert.Equal(t, `gitlab_runner_bhyve_failures_total{reason="destroy",runner="sim-runner"} 2`, metricLine(t, p, "gitlab_runner_bhyve_failures_total", `reason="destroy",runner="sim-runner"`))
+	require.Eventually(t, func() bool { return gauge(t, p, "destroying") == 0 }, 5*time.Second, 20*time.Millisecond)
+}
+
+func TestOrphansAreSweptPeriodically(t *testing.T) {
+	h := fixture.New(t, sim.Options{})
+	p := newProvider(t, h)
+	// Longer than leaveOrphan takes: a sweep during its boot would destroy
+	// the VM it is making (its holder is dead) and fail it.
+	p.SweepInterval = 5 * time.Second
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(slot)
+	require.NoError(t, p.WaitSwept(context.Background(), r.Name))
+
+	orphan := leaveOrphan(t, h, r, 8)
+	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), orphan) }, 20*time.Second, 50*time.Millisecond, "a later sweep found it")
+}
