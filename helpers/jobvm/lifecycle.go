@@ -376,34 +376,36 @@ func (v *VM) Detach() error {
 // can run nothing: its bhyve process is gone. That is all a job must wait
 // for; the destroy may come later.
 func (v *VM) PowerOff(ctx context.Context) error {
-	if v == nil {
+	if !v.endStages() {
 		return nil
 	}
-	v.mu.Lock()
-	if v.detached || v.gone {
-		v.mu.Unlock()
-		return nil
-	}
-	v.closed = true
-	v.mu.Unlock()
 	_ = v.closeConn()
 	return v.m.phase(v, PhasePowerOff, func() error { return v.m.powerOff(ctx, v.Name) })
 }
 
 // Close closes the SSH connection, then powers off and destroys the VM. It
-// is idempotent and safe to call on a VM whose Create failed half-way.
+// is idempotent, retries a destroy that failed, and is safe to call on a VM
+// whose Create failed half-way.
 func (v *VM) Close(ctx context.Context) error {
-	if v == nil {
+	if !v.endStages() {
 		return nil
+	}
+	return v.destroy(ctx)
+}
+
+// endStages refuses further stages and reports whether the VM is still
+// there for this process to end: not destroyed, not detached.
+func (v *VM) endStages() bool {
+	if v == nil {
+		return false
 	}
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	if v.detached || v.gone {
-		v.mu.Unlock()
-		return nil
+		return false
 	}
 	v.closed = true
-	v.mu.Unlock()
-	return v.destroy(ctx)
+	return true
 }
 
 func (v *VM) closeConn() error {

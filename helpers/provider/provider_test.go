@@ -158,18 +158,25 @@ func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
 	assert.Contains(t, string(out), `gitlab_runner_bhyve_orphans_swept_total{runner="sim-runner"} 1`)
 }
 
+// coldJob prepares job jobID on a fresh simulated host whose runner has no
+// pool and a limit of one VM.
+func coldJob(t *testing.T, jobID int64) (*fixture.Host, *provider.Provider, provider.Runner, *provider.Slot, *provider.Job) {
+	t.Helper()
+	h := fixture.New(t, sim.Options{})
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: jobID}, t.Logf)
+	require.NoError(t, err)
+	return h, p, r, slot, job
+}
+
 // Upstream defers executor.Cleanup before it reports the job's status
 // (common/build.go, Build.Run), so whatever Finish waits for delays every
 // job's end in GitLab. A disposable VM is powered off, not shut down.
 func TestFinishReturnsOnceTheVMIsPoweredOff(t *testing.T) {
-	h := fixture.New(t, sim.Options{})
-	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
-
-	slot, err := p.Acquire(r)
-	require.NoError(t, err)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 3}, t.Logf)
-	require.NoError(t, err)
+	h, p, r, slot, job := coldJob(t, 3)
 	require.False(t, job.Warm)
 
 	start := time.Now()
@@ -351,13 +358,7 @@ func metricLine(t *testing.T, p *provider.Provider, name, labels string) string 
 }
 
 func TestFailedDestroyIsRetriedUntilTheVMIsGone(t *testing.T) {
-	h := fixture.New(t, sim.Options{})
-	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
-	slot, err := p.Acquire(r)
-	require.NoError(t, err)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 5}, t.Logf)
-	require.NoError(t, err)
+	h, p, _, slot, job := coldJob(t, 5)
 	require.NoError(t, h.SetFault(job.VM.Name, sim.Fault{Fail: sim.FailDestroy, FailTimes: 2}))
 
 	require.NoError(t, job.Finish(context.Background(), nil))
