@@ -92,8 +92,11 @@ func (e *executor) Finish(err error) {
 	e.AbstractExecutor.Finish(err)
 }
 
-// Cleanup destroys the VM (or returns it to the pool). Upstream calls it
-// after every Prepare, failed or not, and may call it more than once.
+// Cleanup returns the VM to the pool, or powers it off and leaves its
+// destroy to the provider in the background: upstream reports the job's
+// status only after Cleanup returns (common/build.go defers it inside
+// Build.Run). Upstream calls it after every Prepare, failed or not, and may
+// call it more than once.
 func (e *executor) Cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()

@@ -209,7 +209,11 @@ func (h *fakeHypervisor) Boot(ctx context.Context, name string) (vmbhyve.VM, err
 func (h *fakeHypervisor) Stop(ctx context.Context, name string, acpiTimeout time.Duration) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.record("stop %s", name)
+	if acpiTimeout > 0 {
+		h.record("stop %s (ACPI grace %s)", name, acpiTimeout)
+	} else {
+		h.record("stop %s", name) // the driver's immediate `vm poweroff -f`
+	}
 	if h.failStop != nil {
 		return h.failStop
 	}

@@ -103,7 +103,6 @@ func (h *Host) Manager(s *settings.Settings, template, shell string) *Manager {
 			NamePrefix:  s.NamePrefix,
 			Shell:       shell,
 			BootTimeout: s.BootTimeout,
-			StopTimeout: s.StopTimeout,
 		},
 		Observer:     h.Observer,
 		Held:         h.Held,

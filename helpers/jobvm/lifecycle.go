@@ -66,11 +66,12 @@ type Conn interface {
 type Phase string
 
 const (
-	PhaseClone   Phase = "clone"
-	PhaseBoot    Phase = "boot"
-	PhaseAddress Phase = "address"
-	PhaseSSH     Phase = "ssh"
-	PhaseDestroy Phase = "destroy"
+	PhaseClone    Phase = "clone"
+	PhaseBoot     Phase = "boot"
+	PhaseAddress  Phase = "address"
+	PhaseSSH      Phase = "ssh"
+	PhasePowerOff Phase = "poweroff"
+	PhaseDestroy  Phase = "destroy"
 )
 
 // Observer is told about phases as they happen. Nil-safe: see observe.
@@ -86,7 +87,6 @@ type Config struct {
 	NamePrefix  string
 	Shell       string        // command line the stage script is piped to
 	BootTimeout time.Duration // vm start -> SSH ready
-	StopTimeout time.Duration // ACPI shutdown grace before poweroff -f
 }
 
 // Job identifies the CI job a VM is for.
@@ -132,10 +132,12 @@ type VM struct {
 	// BuildShell) before the first stage.
 	Shell string
 
-	m      *Manager
-	conn   Conn
-	mu     sync.Mutex
-	closed bool
+	m        *Manager
+	mu       sync.Mutex
+	conn     Conn
+	closed   bool // no more stages: the connection is closed or closing
+	detached bool // left running for another process; Close does nothing
+	gone     bool // destroyed
 }
 
 // Timing is how long one phase took.
@@ -385,40 +387,76 @@ func (m *Manager) Attach(ctx context.Context, name string, addr netip.Addr) (*VM
 // Attach or Destroy. After Detach, Close does nothing.
 func (v *VM) Detach() error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return nil
-	}
-	v.closed = true
-	if v.conn != nil {
-		return v.conn.Close()
-	}
-	return nil
-}
-
-// Close closes the SSH connection, then stops and destroys the VM. It is
-// idempotent and safe to call on a VM whose Create failed half-way.
-func (v *VM) Close(ctx context.Context) error {
-	if v == nil {
-		return nil
-	}
-	v.mu.Lock()
 	if v.closed {
 		v.mu.Unlock()
 		return nil
 	}
-	v.closed = true
+	v.closed, v.detached = true, true
 	v.mu.Unlock()
+	return v.closeConn()
+}
+
+// PowerOff closes the SSH connection and powers the VM off at once (`vm
+// poweroff -f`), leaving it for Close to destroy. Once it returns the guest
+// can run nothing: its bhyve process is gone. That is all a job must wait
+// for; the destroy may come later.
+func (v *VM) PowerOff(ctx context.Context) error {
+	if !v.endStages() {
+		return nil
+	}
+	_ = v.closeConn()
+	return v.m.phase(v, PhasePowerOff, func() error { return v.m.powerOff(ctx, v.Name) })
+}
+
+// Close closes the SSH connection, then powers off and destroys the VM. It
+// is idempotent, retries a destroy that failed, and is safe to call on a VM
+// whose Create failed half-way.
+func (v *VM) Close(ctx context.Context) error {
+	if !v.endStages() {
+		return nil
+	}
 	return v.destroy(ctx)
 }
 
-func (v *VM) destroy(ctx context.Context) error {
-	if v.conn != nil {
-		_ = v.conn.Close()
+// endStages refuses further stages and reports whether the VM is still
+// there for this process to end: not destroyed, not detached.
+func (v *VM) endStages() bool {
+	if v == nil {
+		return false
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.detached || v.gone {
+		return false
+	}
+	v.closed = true
+	return true
+}
+
+func (v *VM) closeConn() error {
+	v.mu.Lock()
+	conn := v.conn
+	v.conn = nil
+	v.mu.Unlock()
+	if conn != nil {
+		return conn.Close()
+	}
+	return nil
+}
+
+func (v *VM) destroy(ctx context.Context) error {
+	_ = v.closeConn()
 	err := v.m.phase(v, PhaseDestroy, func() error { return v.m.stopAndDestroy(ctx, v.Name) })
+	if err != nil {
+		// Still held: the caller retries (the warm pool's destroys do), and
+		// a sweep must not destroy it at the same time.
+		return err
+	}
+	v.mu.Lock()
+	v.gone = true
+	v.mu.Unlock()
 	v.m.Held.Remove(v.Name)
-	return err
+	return nil
 }
 
 // Destroy stops and destroys a VM by name, but only if its marker proves this
@@ -435,13 +473,19 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 		return fmt.Errorf("refusing to destroy %s: it carries no ownership marker of this runner", name)
 	}
 	err = m.phase(&VM{Name: name}, PhaseDestroy, func() error { return m.stopAndDestroy(ctx, name) })
-	m.Held.Remove(name)
+	if err == nil {
+		m.Held.Remove(name)
+	}
 	return err
 }
 
+// stopAndDestroy powers the VM off and destroys it. A job VM is disposable:
+// nothing in it needs a clean shutdown, and waiting for an ACPI one (which
+// a guest may ignore) delayed every job's reported end, since upstream
+// sends the job's status only after Cleanup returns.
 func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
-	if err := m.VMs.Stop(ctx, name, m.Config.StopTimeout); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
-		return fmt.Errorf("stop %s: %w", name, err)
+	if err := m.powerOff(ctx, name); err != nil {
+		return err
 	}
 	if err := m.VMs.Destroy(ctx, name); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
 		return fmt.Errorf("destroy %s: %w", name, err)
@@ -449,10 +493,19 @@ func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
 	return nil
 }
 
-// destroyBudget bounds cleanup: an ACPI stop that may be ignored, a forced
-// poweroff and the destroy itself.
+// powerOff ends the guest without an ACPI grace: the driver's Stop with no
+// timeout runs `vm poweroff -f` and waits until vm-bhyve lists it Stopped.
+// A VM that is already gone is not an error.
+func (m *Manager) powerOff(ctx context.Context, name string) error {
+	if err := m.VMs.Stop(ctx, name, 0); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
+		return fmt.Errorf("power off %s: %w", name, err)
+	}
+	return nil
+}
+
+// destroyBudget bounds cleanup: a forced poweroff and the destroy itself.
 func (m *Manager) destroyBudget() time.Duration {
-	return m.Config.StopTimeout + 2*time.Minute
+	return 2 * time.Minute
 }
 
 func (m *Manager) phase(vm *VM, p Phase, fn func() error) error {

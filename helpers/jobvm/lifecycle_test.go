@@ -28,7 +28,7 @@ func newManager(hv *fakeHypervisor, leases *fakeLeases, ssh *fakeSSH) *Manager {
 		Holder: "123@456",
 		Config: Config{
 			Template: "tmpl", Snapshot: "base", NamePrefix: "ci-", Shell: "bash -l",
-			BootTimeout: 300 * time.Millisecond, StopTimeout: time.Second,
+			BootTimeout: 300 * time.Millisecond,
 		},
 		Held:     &HeldSet{},
 		Observer: &phases{},
@@ -520,4 +520,47 @@ func TestSweepRemovesOnlyOldUnheldPartialClonesWithOurPrefix(t *testing.T) {
 	for _, name := range []string{"ci-cloning-2-0", "ci-held-3-0", "web-1"} {
 		assert.Contains(t, hv.partial, name)
 	}
+}
+
+func TestPowerOffEndsTheGuestAndCloseDestroysIt(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, t.Logf)
+	require.NoError(t, err)
+
+	require.NoError(t, vm.PowerOff(context.Background()))
+	assert.Equal(t, []string{"stop " + vmName}, hv.Calls()[3:], "powered off at once, no ACPI grace")
+	assert.True(t, hv.Has(vmName), "PowerOff leaves the destroy to Close")
+	assert.True(t, m.Held.Has(vmName), "still ours until destroyed")
+	assert.Equal(t, 1, ssh.conn.closed)
+	assert.Error(t, vm.Ping(context.Background()), "no stages after PowerOff")
+
+	require.NoError(t, vm.Close(context.Background()))
+	assert.Equal(t, []string{"stop " + vmName, "stop " + vmName, "destroy " + vmName}, hv.Calls()[3:])
+	assert.Equal(t, 1, ssh.conn.closed, "the connection is closed once")
+	assert.False(t, hv.Has(vmName))
+	assert.False(t, m.Held.Has(vmName))
+}
+
+func TestAFailedDestroyKeepsTheVMHeldUntilARetrySucceeds(t *testing.T) {
+	hv, ssh := newFakeHypervisor("tmpl"), &fakeSSH{}
+	m := newManager(hv, goodLeases(), ssh)
+	vm, err := m.Create(context.Background(), Job{ID: 42, Slot: 3}, t.Logf)
+	require.NoError(t, err)
+
+	hv.mu.Lock()
+	hv.failDestroy = errors.New("failed to destroy ZFS dataset")
+	hv.mu.Unlock()
+	require.Error(t, vm.Close(context.Background()))
+	assert.True(t, hv.Has(vmName))
+	assert.True(t, m.Held.Has(vmName), "whoever retries owns it; a sweep must not race the retry")
+
+	hv.mu.Lock()
+	hv.failDestroy = nil
+	hv.mu.Unlock()
+	require.NoError(t, vm.Close(context.Background()), "Close retries a destroy that failed")
+	assert.False(t, hv.Has(vmName))
+	assert.False(t, m.Held.Has(vmName))
+	require.NoError(t, vm.Close(context.Background()))
+	assert.Equal(t, 2, strings.Count(strings.Join(hv.Calls(), "\n"), "destroy "+vmName), "nothing after success")
 }

@@ -18,8 +18,9 @@ import (
 
 // PoolStats is one runner's pool as the gauges report it.
 type PoolStats struct {
-	Runner               string
-	Idle, Booting, InUse int
+	Runner                           string
+	Idle, Booting, InUse, Destroying int
+	DestroyRetries                   int // since the start
 }
 
 // Collector holds the bhyve executor's metrics.
@@ -29,6 +30,7 @@ type Collector struct {
 	failures *prometheus.CounterVec
 	swept    *prometheus.CounterVec
 	vms      *prometheus.Desc
+	retries  *prometheus.Desc
 
 	mu    sync.Mutex
 	pools func() []PoolStats
@@ -42,7 +44,7 @@ func New() *Collector {
 	return &Collector{
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gitlab_runner_bhyve_phase_duration_seconds",
-			Help:    "Time spent in each phase of a job VM's life: clone, boot (vm start until Running), address (DHCP lease found), ssh (SSH ready), destroy.",
+			Help:    "Time spent in each phase of a job VM's life: clone, boot (vm start until Running), address (DHCP lease found), ssh (SSH ready), poweroff (until the guest can run nothing; a job waits for it), destroy.",
 			Buckets: buckets,
 		}, []string{"runner", "phase"}),
 		ready: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -52,15 +54,18 @@ func New() *Collector {
 		}, []string{"runner", "source"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitlab_runner_bhyve_failures_total",
-			Help: "Failures by reason: the phase that failed (clone, boot, address, ssh, destroy) or the stage outcome (script, lost_connection), and config for settings errors.",
+			Help: "Failures by reason: the phase that failed (clone, boot, address, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.",
 		}, []string{"runner", "reason"}),
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitlab_runner_bhyve_orphans_swept_total",
 			Help: "Orphaned job VMs (their runner process gone) destroyed by a sweep.",
 		}, []string{"runner"}),
 		vms: prometheus.NewDesc("gitlab_runner_bhyve_vms",
-			"VMs by state: idle (booted, waiting in the pool), booting (for the pool) and in_use (held by a job, warm or cold).",
+			"VMs by state: idle (booted, waiting in the pool), booting (for the pool), in_use (held by a job, warm or cold) and destroying (powered off, being destroyed in the background); all count against the runner's limit.",
 			[]string{"runner", "state"}, nil),
+		retries: prometheus.NewDesc("gitlab_runner_bhyve_destroy_retries_total",
+			"Destroys of VMs tried again after a failure (each failure is also in gitlab_runner_bhyve_failures_total); a VM is retried until it is gone.",
+			[]string{"runner"}, nil),
 	}
 }
 
@@ -78,6 +83,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.failures.Describe(ch)
 	c.swept.Describe(ch)
 	ch <- c.vms
+	ch <- c.retries
 }
 
 // Collect implements prometheus.Collector.
@@ -93,9 +99,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, p := range pools() {
-		for state, n := range map[string]int{"idle": p.Idle, "booting": p.Booting, "in_use": p.InUse} {
+		for state, n := range map[string]int{"idle": p.Idle, "booting": p.Booting, "in_use": p.InUse, "destroying": p.Destroying} {
 			ch <- prometheus.MustNewConstMetric(c.vms, prometheus.GaugeValue, float64(n), p.Runner, state)
 		}
+		ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(p.DestroyRetries), p.Runner)
 	}
 }
 

@@ -35,13 +35,18 @@ func TestCollector(t *testing.T) {
 	c.StageFailed("r1", fmt.Errorf("stage: %w", context.Canceled))
 	c.StageFailed("r1", errors.New("connection lost"))
 	c.Swept("r1", 2)
-	c.SetPools(func() []PoolStats { return []PoolStats{{Runner: "r1", Idle: 2, Booting: 1, InUse: 3}} })
+	c.SetPools(func() []PoolStats {
+		return []PoolStats{{Runner: "r1", Idle: 2, Booting: 1, InUse: 3, Destroying: 4, DestroyRetries: 5}}
+	})
 
 	assert.Equal(t, 5, testutil.CollectAndCount(c, "gitlab_runner_bhyve_phase_duration_seconds"))
 	assert.Equal(t, 2, testutil.CollectAndCount(c, "gitlab_runner_bhyve_job_vm_ready_seconds"))
 
 	want := `
-# HELP gitlab_runner_bhyve_failures_total Failures by reason: the phase that failed (clone, boot, address, ssh, destroy) or the stage outcome (script, lost_connection), and config for settings errors.
+# HELP gitlab_runner_bhyve_destroy_retries_total Destroys of VMs tried again after a failure (each failure is also in gitlab_runner_bhyve_failures_total); a VM is retried until it is gone.
+# TYPE gitlab_runner_bhyve_destroy_retries_total counter
+gitlab_runner_bhyve_destroy_retries_total{runner="r1"} 5
+# HELP gitlab_runner_bhyve_failures_total Failures by reason: the phase that failed (clone, boot, address, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.
 # TYPE gitlab_runner_bhyve_failures_total counter
 gitlab_runner_bhyve_failures_total{reason="address",runner="r1"} 1
 gitlab_runner_bhyve_failures_total{reason="config",runner="r1"} 1
@@ -50,14 +55,15 @@ gitlab_runner_bhyve_failures_total{reason="script",runner="r1"} 1
 # HELP gitlab_runner_bhyve_orphans_swept_total Orphaned job VMs (their runner process gone) destroyed by a sweep.
 # TYPE gitlab_runner_bhyve_orphans_swept_total counter
 gitlab_runner_bhyve_orphans_swept_total{runner="r1"} 2
-# HELP gitlab_runner_bhyve_vms VMs by state: idle (booted, waiting in the pool), booting (for the pool) and in_use (held by a job, warm or cold).
+# HELP gitlab_runner_bhyve_vms VMs by state: idle (booted, waiting in the pool), booting (for the pool), in_use (held by a job, warm or cold) and destroying (powered off, being destroyed in the background); all count against the runner's limit.
 # TYPE gitlab_runner_bhyve_vms gauge
 gitlab_runner_bhyve_vms{runner="r1",state="booting"} 1
+gitlab_runner_bhyve_vms{runner="r1",state="destroying"} 4
 gitlab_runner_bhyve_vms{runner="r1",state="idle"} 2
 gitlab_runner_bhyve_vms{runner="r1",state="in_use"} 3
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
-		"gitlab_runner_bhyve_failures_total", "gitlab_runner_bhyve_orphans_swept_total", "gitlab_runner_bhyve_vms"))
+		"gitlab_runner_bhyve_destroy_retries_total", "gitlab_runner_bhyve_failures_total", "gitlab_runner_bhyve_orphans_swept_total", "gitlab_runner_bhyve_vms"))
 
 	lint, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)

@@ -5,8 +5,13 @@
 // Semantics follow upstream's autoscalers (docker+machine, the instance
 // executor): idle_count VMs wait idle; surplus idle VMs go after idle_time; a
 // VM serves max_use_count jobs (1: never reused); the runner's limit caps all
-// VMs, idle, booting and in use; when the pool is empty at the limit, Acquire
-// says so and the runner asks GitLab for no job until a VM is free.
+// VMs, idle, booting, in use and being destroyed; when the pool is empty at
+// the limit, Acquire says so and the runner asks GitLab for no job until a VM
+// is free.
+//
+// A VM a job is done with is powered off while the job waits and destroyed
+// in the background: upstream reports a job's end only after its executor's
+// Cleanup, so a job must wait for nothing it does not need.
 package pool
 
 import (
@@ -21,8 +26,12 @@ import (
 type Item interface {
 	// Ping proves the VM still answers; an idle VM may have died.
 	Ping(ctx context.Context) error
+	// PowerOff stops the VM at once; afterwards it can run nothing.
+	PowerOff(ctx context.Context) error
 	// Close destroys the VM.
 	Close(ctx context.Context) error
+	// Recipe says what the VM was made from (see Config.Recipe).
+	Recipe() string
 }
 
 // Config is the pool's policy. It is re-read on every maintenance pass, so
@@ -33,6 +42,10 @@ type Config struct {
 	MaxUseCount        int
 	MaxConcurrentBoots int
 	Limit              int // the runner's limit; 0 means none
+	// Recipe names what new VMs are made from (template, snapshot, how to
+	// reach them...). An idle VM made from another recipe is out of date:
+	// it serves no job and is replaced.
+	Recipe string
 }
 
 // Factory makes pool VMs and knows the current policy.
@@ -49,7 +62,9 @@ var ErrClosed = errors.New("bhyve pool: shutting down")
 
 // Stats is a snapshot of the pool for metrics.
 type Stats struct {
-	Idle, Booting, InUse int
+	Idle, Booting, InUse, Destroying int
+	// DestroyRetries counts failed destroys tried again, since the start.
+	DestroyRetries int
 }
 
 // Pool is one runner's pool for one template.
@@ -60,17 +75,22 @@ type Pool[T Item] struct {
 
 	ctx    context.Context // ends on Shutdown; boots run under it
 	cancel context.CancelFunc
-	wake   chan struct{}
-	wg     sync.WaitGroup
+	// destroyCtx ends when Shutdown gives up waiting: destroys run under it.
+	destroyCtx context.Context
+	abandon    context.CancelFunc
+	wake       chan struct{}
+	wg         sync.WaitGroup
 
-	mu       sync.Mutex
-	cfg      Config
-	idle     []*entry[T] // oldest first
-	booting  int
-	inUse    int
-	failures int       // consecutive failed boots
-	retryAt  time.Time // no boots before this after failures
-	closed   bool
+	mu         sync.Mutex
+	cfg        Config
+	idle       []*entry[T] // oldest first
+	booting    int
+	inUse      int // leases not yet released or retired
+	destroying int
+	retries    int       // failed destroys tried again
+	failures   int       // consecutive failed boots
+	retryAt    time.Time // no boots before this after failures
+	closed     bool
 }
 
 type entry[T Item] struct {
@@ -89,7 +109,8 @@ func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T],
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool[T]{f: f, logf: logf, now: time.Now, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), cfg: cfg}
+	dctx, abandon := context.WithCancel(context.Background())
+	p := &Pool[T]{f: f, logf: logf, now: time.Now, ctx: ctx, cancel: cancel, destroyCtx: dctx, abandon: abandon, wake: make(chan struct{}, 1), cfg: cfg}
 	p.wg.Add(1)
 	go p.loop()
 	return p, nil
@@ -98,10 +119,10 @@ func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T],
 // Lease is one job slot handed out by Acquire: a warm VM, or permission to
 // boot one cold when the pool had none idle.
 type Lease[T Item] struct {
-	p        *Pool[T]
-	e        *entry[T]
-	taken    bool
-	released bool
+	p       *Pool[T]
+	e       *entry[T]
+	taken   bool
+	counted bool // still counted in the pool's inUse
 }
 
 // Acquire reserves a slot for the next job. It is cheap: upstream calls it
@@ -113,25 +134,33 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 		return nil, ErrClosed
 	}
 	defer p.poke()
+	p.retireStaleLocked()
 	if len(p.idle) > 0 {
 		e := p.idle[0]
 		p.idle = p.idle[1:]
 		p.inUse++
-		return &Lease[T]{p: p, e: e}, nil
+		return &Lease[T]{p: p, e: e, counted: true}, nil
 	}
-	if p.cfg.Limit > 0 && p.booting+p.inUse >= p.cfg.Limit {
+	if p.cfg.Limit > 0 && p.booting+p.inUse+p.destroying >= p.cfg.Limit {
 		return nil, ErrExhausted
 	}
 	p.inUse++
-	return &Lease[T]{p: p}, nil
+	return &Lease[T]{p: p, counted: true}, nil
 }
 
-// Take hands the lease's warm VM to the job, after checking it still
-// answers. It reports false when there is none (boot one cold); a dead idle
-// VM is destroyed in the background.
-func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
+// Take hands the lease's warm VM to the job, after checking that it was
+// made from recipe (what the job's settings make now) and still answers. It
+// reports false when there is no such VM (boot one cold); an out-of-date or
+// dead VM is destroyed in the background.
+func (l *Lease[T]) Take(ctx context.Context, recipe string) (T, bool) {
 	var zero T
 	if l == nil || l.e == nil || l.taken {
+		return zero, false
+	}
+	if got := l.e.item.Recipe(); got != recipe {
+		l.p.logf("bhyve pool: the idle VM was made from settings since changed; booting one for the job instead")
+		l.p.destroy(l.e.item)
+		l.e = nil
 		return zero, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -147,10 +176,44 @@ func (l *Lease[T]) Take(ctx context.Context) (T, bool) {
 	return l.e.item, true
 }
 
+// Return hands the lease's warm VM back untaken: the job wants another
+// template and boots its own VM, which the lease now stands for. The VM goes
+// back to the pool unless that would exceed the limit (the pool may have
+// booted a replacement meanwhile); then it is destroyed before Return
+// returns, so that the job's own VM never makes one too many.
+func (l *Lease[T]) Return(ctx context.Context) error {
+	if l == nil || l.e == nil || l.taken {
+		return nil
+	}
+	e := l.e
+	l.e = nil
+	p := l.p
+	p.mu.Lock()
+	over := p.cfg.Limit > 0 && len(p.idle)+p.booting+p.inUse+p.destroying+1 > p.cfg.Limit
+	if !p.closed && !over {
+		p.idle = append([]*entry[T]{e}, p.idle...)
+		p.poke()
+		p.mu.Unlock()
+		return nil
+	}
+	p.destroying++
+	p.mu.Unlock()
+	err := e.item.Close(ctx)
+	p.mu.Lock()
+	p.destroying--
+	p.poke()
+	p.mu.Unlock()
+	if err != nil {
+		p.destroy(e.item) // in the background, retried there
+		return fmt.Errorf("bhyve pool: destroying an unused VM over the limit: %w", err)
+	}
+	return nil
+}
+
 // Finish is called when the job that took the warm VM is done with it. The
-// VM goes back to the pool if it may serve another job, else it is
-// destroyed. reusable is false when the job failed in a way that makes the
-// VM suspect.
+// VM goes back to the pool if it may serve another job, else it is retired
+// (see Retire). reusable is false when the job failed in a way that makes
+// the VM suspect.
 func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
 	if l == nil || l.e == nil || !l.taken {
 		return nil
@@ -169,7 +232,28 @@ func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
 	if keep {
 		return nil
 	}
-	return e.item.Close(ctx)
+	return l.Retire(ctx, e.item)
+}
+
+// Retire ends a VM the lease's job used and that must serve no other: the
+// warm VM, or one the job booted itself. It powers the VM off under ctx,
+// then destroys it in the background; until it is gone it counts against
+// the limit in place of the lease. A failed poweroff is reported, and the
+// destroy happens anyway.
+func (l *Lease[T]) Retire(ctx context.Context, item T) error {
+	err := item.PowerOff(ctx)
+	p := l.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l.counted {
+		l.counted = false
+		p.inUse--
+	}
+	p.destroyLocked(item)
+	if err != nil {
+		return fmt.Errorf("bhyve pool: power off (destroying it in the background anyway): %w", err)
+	}
+	return nil
 }
 
 // Release ends the slot. A warm VM the job never took (no job came, or it
@@ -180,11 +264,10 @@ func (p *Pool[T]) Release(l *Lease[T]) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l.released {
-		return
+	if l.counted {
+		l.counted = false
+		p.inUse--
 	}
-	l.released = true
-	p.inUse--
 	if l.e != nil && !l.taken {
 		if p.closed {
 			p.destroyLocked(l.e.item)
@@ -200,11 +283,14 @@ func (p *Pool[T]) Release(l *Lease[T]) {
 func (p *Pool[T]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse}
+	return Stats{Idle: len(p.idle), Booting: p.booting, InUse: p.inUse, Destroying: p.destroying, DestroyRetries: p.retries}
 }
 
 // Shutdown destroys the idle VMs, cancels boots in progress (their VMs are
-// destroyed by the boot itself) and waits for all of it, or for ctx.
+// destroyed by the boot itself) and waits for all of it and for every
+// destroy in progress, or for ctx. When ctx ends first, destroys still
+// running are abandoned: the VMs stay, and the next process's sweep finds
+// them.
 func (p *Pool[T]) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed {
@@ -223,6 +309,7 @@ func (p *Pool[T]) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		p.abandon()
 		return fmt.Errorf("bhyve pool: shutdown did not finish: %w", ctx.Err())
 	}
 }
@@ -264,6 +351,7 @@ func (p *Pool[T]) maintain() {
 	}
 	now := p.now()
 
+	p.retireStaleLocked()
 	// Surplus idle VMs, oldest first, once they have idled idle_time.
 	for len(p.idle) > p.cfg.IdleCount && now.Sub(p.idle[0].since) >= p.cfg.IdleTime {
 		p.destroyLocked(p.idle[0].item)
@@ -272,7 +360,7 @@ func (p *Pool[T]) maintain() {
 
 	want := p.cfg.IdleCount - len(p.idle) - p.booting
 	if p.cfg.Limit > 0 {
-		want = min(want, p.cfg.Limit-len(p.idle)-p.booting-p.inUse)
+		want = min(want, p.cfg.Limit-len(p.idle)-p.booting-p.inUse-p.destroying)
 	}
 	want = min(want, p.cfg.MaxConcurrentBoots-p.booting)
 	if want <= 0 || now.Before(p.retryAt) {
@@ -312,21 +400,67 @@ func (p *Pool[T]) boot() {
 	p.idle = append(p.idle, &entry[T]{item: item, since: p.now()})
 }
 
+// retireStaleLocked destroys idle VMs made from another recipe than the
+// current one, so that settings edits apply to the next job.
+func (p *Pool[T]) retireStaleLocked() {
+	kept := p.idle[:0]
+	for _, e := range p.idle {
+		if e.item.Recipe() == p.cfg.Recipe {
+			kept = append(kept, e)
+		} else {
+			p.destroyLocked(e.item)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+}
+
 func (p *Pool[T]) destroy(item T) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.destroyLocked(item)
 }
 
-// destroyLocked closes a VM in the background; Shutdown waits for it.
+// destroyLocked destroys a VM in the background, counted in destroying
+// until it is gone. A failed destroy is tried again, after 1s, 2s, 4s ... at
+// most a minute apart, until it succeeds or Shutdown gives up waiting:
+// a VM that could not be destroyed still exists and still counts.
 func (p *Pool[T]) destroyLocked(item T) {
+	p.destroying++
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if err := item.Close(ctx); err != nil {
-			p.logf("bhyve pool: destroying a VM: %v", err)
+		defer func() {
+			p.mu.Lock()
+			p.destroying--
+			p.poke()
+			p.mu.Unlock()
+		}()
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(p.destroyCtx, destroyTimeout)
+			err := item.Close(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if p.destroyCtx.Err() != nil {
+				p.logf("bhyve pool: destroying a VM: %v; giving up at shutdown, the next start's sweep destroys it", err)
+				return
+			}
+			backoff := min(time.Second<<min(attempt-1, 6), time.Minute)
+			p.logf("bhyve pool: destroying a VM failed (%d in a row, next try in %s): %v", attempt, backoff, err)
+			select {
+			case <-time.After(backoff):
+			case <-p.destroyCtx.Done():
+				p.logf("bhyve pool: giving up at shutdown on destroying a VM (%v); the next start's sweep destroys it", err)
+				return
+			}
+			p.mu.Lock()
+			p.retries++
+			p.mu.Unlock()
 		}
 	}()
 }
+
+// destroyTimeout bounds one destroy attempt.
+const destroyTimeout = 5 * time.Minute

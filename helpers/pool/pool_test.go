@@ -13,9 +13,15 @@ import (
 )
 
 type fakeVM struct {
-	id     int
-	dead   atomic.Bool
-	closed atomic.Int32
+	id         int
+	recipe     string
+	dead       atomic.Bool
+	poweredOff atomic.Int32
+	closed     atomic.Int32
+	// hold, if set, makes Close wait for it to close (or for ctx).
+	hold chan struct{}
+	// failCloses is how many Closes fail before one succeeds.
+	failCloses atomic.Int32
 }
 
 func (v *fakeVM) Ping(ctx context.Context) error {
@@ -25,7 +31,24 @@ func (v *fakeVM) Ping(ctx context.Context) error {
 	return nil
 }
 
+func (v *fakeVM) Recipe() string { return v.recipe }
+
+func (v *fakeVM) PowerOff(ctx context.Context) error {
+	v.poweredOff.Add(1)
+	return nil
+}
+
 func (v *fakeVM) Close(ctx context.Context) error {
+	if v.hold != nil {
+		select {
+		case <-v.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if v.failCloses.Add(-1) >= 0 {
+		return errors.New("failed to destroy ZFS dataset")
+	}
 	v.closed.Add(1)
 	return nil
 }
@@ -86,7 +109,7 @@ func (f *factory) Create(ctx context.Context) (*fakeVM, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v := &fakeVM{id: len(f.made)}
+	v := &fakeVM{id: len(f.made), recipe: f.cfg.Recipe}
 	f.made = append(f.made, v)
 	return v, nil
 }
@@ -132,12 +155,13 @@ func TestWarmPickupReplenishesAndNeverReuses(t *testing.T) {
 
 	l, err := p.Acquire()
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	require.True(t, ok)
 	waitStats(t, p, Stats{Idle: 2, InUse: 1}) // replenished in the background
 
 	require.NoError(t, l.Finish(context.Background(), true))
-	assert.Equal(t, int32(1), vm.closed.Load(), "max_use_count 1: destroyed after its job")
+	assert.Equal(t, int32(1), vm.poweredOff.Load(), "max_use_count 1: powered off after its job")
+	require.Eventually(t, func() bool { return vm.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "and destroyed")
 	p.Release(l)
 	p.Release(l) // idempotent
 	waitStats(t, p, Stats{Idle: 2})
@@ -151,7 +175,7 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 	use := func() *fakeVM {
 		l, err := p.Acquire()
 		require.NoError(t, err)
-		vm, ok := l.Take(context.Background())
+		vm, ok := l.Take(context.Background(), "")
 		require.True(t, ok)
 		require.NoError(t, l.Finish(context.Background(), true))
 		p.Release(l)
@@ -161,15 +185,15 @@ func TestMaxUseCountReturnsTheVMUntilUsedUp(t *testing.T) {
 	assert.Zero(t, first.closed.Load(), "back in the pool after its first job")
 	second := use()
 	assert.Same(t, first, second)
-	assert.Equal(t, int32(1), second.closed.Load(), "destroyed after its second job")
+	require.Eventually(t, func() bool { return second.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "destroyed after its second job")
 
 	l, err := p.Acquire()
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	if ok {
 		// A failed job's VM is never put back, whatever max_use_count says.
 		require.NoError(t, l.Finish(context.Background(), false))
-		assert.Equal(t, int32(1), vm.closed.Load())
+		assert.Equal(t, int32(1), vm.poweredOff.Load())
 	}
 	p.Release(l)
 }
@@ -180,7 +204,7 @@ func TestColdWhenEmptyExhaustedAtLimit(t *testing.T) {
 
 	a, err := p.Acquire()
 	require.NoError(t, err)
-	_, ok := a.Take(context.Background())
+	_, ok := a.Take(context.Background(), "")
 	assert.False(t, ok, "idle_count 0: every job boots its VM")
 	b, err := p.Acquire()
 	require.NoError(t, err)
@@ -205,7 +229,7 @@ func TestLimitCapsIdlePlusBootingPlusInUse(t *testing.T) {
 	for range 3 {
 		l, err := p.Acquire()
 		require.NoError(t, err)
-		_, ok := l.Take(context.Background())
+		_, ok := l.Take(context.Background(), "")
 		require.True(t, ok)
 		leases = append(leases, l)
 	}
@@ -236,7 +260,7 @@ func TestUntakenLeaseGoesBackAndDeadIdleVMIsReplaced(t *testing.T) {
 	made[0].dead.Store(true)
 	l, err = p.Acquire()
 	require.NoError(t, err)
-	_, ok := l.Take(context.Background())
+	_, ok := l.Take(context.Background(), "")
 	assert.False(t, ok, "a dead idle VM is not handed to a job")
 	p.Release(l)
 	require.Eventually(t, func() bool { return made[0].closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
@@ -284,7 +308,7 @@ func TestShutdownDrains(t *testing.T) {
 
 	l, err := p.Acquire() // triggers a replacement boot, which blocks
 	require.NoError(t, err)
-	vm, ok := l.Take(context.Background())
+	vm, ok := l.Take(context.Background(), "")
 	require.True(t, ok)
 	require.Eventually(t, func() bool { return p.Stats().Booting == 1 }, 5*time.Second, 5*time.Millisecond)
 
@@ -297,7 +321,132 @@ func TestShutdownDrains(t *testing.T) {
 	// The job still running finishes after shutdown: its VM is destroyed,
 	// never returned.
 	require.NoError(t, l.Finish(context.Background(), true))
-	assert.Equal(t, int32(1), vm.closed.Load())
+	assert.Equal(t, int32(1), vm.poweredOff.Load())
 	p.Release(l)
-	assert.Equal(t, Stats{}, p.Stats())
+	waitStats(t, p, Stats{})
+	assert.Equal(t, int32(1), vm.closed.Load())
+}
+
+func TestRetiredVMCountsAgainstTheLimitUntilDestroyed(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 0, MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: 1}}
+	p := newPool(t, f)
+
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	cold := &fakeVM{hold: make(chan struct{})}
+	require.NoError(t, l.Retire(context.Background(), cold))
+	assert.Equal(t, int32(1), cold.poweredOff.Load(), "powered off before Retire returns")
+	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "the lease's count passed to the destroy")
+	p.Release(l)
+	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "Release after Retire counts nothing twice")
+	_, err = p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted, "a VM being destroyed still takes its place under the limit")
+
+	close(cold.hold)
+	waitStats(t, p, Stats{})
+	assert.Equal(t, int32(1), cold.closed.Load())
+	l, err = p.Acquire()
+	require.NoError(t, err)
+	p.Release(l)
+}
+
+func TestShutdownWaitsForDestroysWithinItsContext(t *testing.T) {
+	f := &factory{cfg: Config{MaxUseCount: 1, MaxConcurrentBoots: 1}}
+	p, err := New[*fakeVM](f, t.Logf)
+	require.NoError(t, err)
+
+	quick, stuck := &fakeVM{hold: make(chan struct{})}, &fakeVM{hold: make(chan struct{})}
+	for _, vm := range []*fakeVM{quick, stuck} {
+		l, err := p.Acquire()
+		require.NoError(t, err)
+		require.NoError(t, l.Retire(context.Background(), vm))
+		p.Release(l)
+	}
+	time.AfterFunc(50*time.Millisecond, func() { close(quick.hold) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Shutdown(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "one destroy never finishes")
+	assert.Less(t, time.Since(start), time.Second, "Shutdown returns when its context ends")
+	assert.Equal(t, int32(1), quick.closed.Load(), "it waited for the destroy that could finish")
+	require.Eventually(t, func() bool { return p.Stats() == Stats{} }, 5*time.Second, 5*time.Millisecond, "the stuck destroy was abandoned, not leaked: %+v", p.Stats())
+	assert.Zero(t, stuck.closed.Load())
+}
+
+func TestReturnedVMGoesBackUnlessOverTheLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		limit     int
+		want      Stats
+		destroyed bool
+	}{
+		{"no limit: both stay idle", 0, Stats{Idle: 2, InUse: 1}, false},
+		{"limit 2: the replacement and the job's own VM fill it", 2, Stats{Idle: 1, InUse: 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: tc.limit}}
+			p := newPool(t, f)
+			waitStats(t, p, Stats{Idle: 1})
+			l, err := p.Acquire()
+			require.NoError(t, err)
+			waitStats(t, p, Stats{Idle: 1, InUse: 1}) // a replacement for the reserved VM
+			made, _, _ := f.snapshot()
+
+			require.NoError(t, l.Return(context.Background()))
+			assert.Equal(t, tc.want, p.Stats())
+			assert.Equal(t, tc.destroyed, made[0].closed.Load() == 1, "destroyed before Return returned")
+			_, ok := l.Take(context.Background(), "")
+			assert.False(t, ok, "a returned VM is no longer the lease's")
+			p.Release(l)
+		})
+	}
+}
+
+func TestIdleVMsOfAnOldRecipeAreReplaced(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 2, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 2, Recipe: "old"}}
+	p := newPool(t, f)
+	waitStats(t, p, Stats{Idle: 2})
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	_, ok := l.Take(context.Background(), "new")
+	assert.False(t, ok, "a job whose settings changed gets no VM of the old ones")
+	p.Release(l)
+	old, _, _ := f.snapshot()
+
+	f.set(func(c *Config) { c.Recipe = "new" })
+	p.poke()
+	require.Eventually(t, func() bool {
+		made, _, _ := f.snapshot()
+		return p.Stats() == Stats{Idle: 2} && len(made) >= len(old)+2
+	}, 5*time.Second, 5*time.Millisecond, "replenished with the new recipe: %+v", p.Stats())
+	for _, v := range old {
+		require.Eventually(t, func() bool { return v.closed.Load() == 1 }, 5*time.Second, 5*time.Millisecond, "VM %d of the old recipe destroyed", v.id)
+	}
+	l, err = p.Acquire()
+	require.NoError(t, err)
+	vm, ok := l.Take(context.Background(), "new")
+	require.True(t, ok)
+	assert.Equal(t, "new", vm.Recipe())
+	require.NoError(t, l.Finish(context.Background(), true))
+	p.Release(l)
+}
+
+func TestAFailedDestroyIsRetriedWithBackoff(t *testing.T) {
+	f := &factory{cfg: Config{MaxUseCount: 1, MaxConcurrentBoots: 1, Limit: 1}}
+	p := newPool(t, f)
+	l, err := p.Acquire()
+	require.NoError(t, err)
+	vm := &fakeVM{}
+	vm.failCloses.Store(2)
+	start := time.Now()
+	require.NoError(t, l.Retire(context.Background(), vm))
+	p.Release(l)
+	_, err = p.Acquire()
+	require.ErrorIs(t, err, ErrExhausted, "a VM whose destroy failed still exists and counts")
+
+	waitStatsWithin(t, p, Stats{DestroyRetries: 2}, 10*time.Second)
+	assert.Equal(t, int32(1), vm.closed.Load())
+	assert.GreaterOrEqual(t, time.Since(start), 3*time.Second, "1s, then 2s between the tries")
 }

@@ -7,6 +7,8 @@ package provider
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -48,29 +50,47 @@ type Provider struct {
 	Dialer guestssh.Dialer
 	// Logf is the runner's log (never a job's).
 	Logf func(format string, args ...any)
-	// SweepTimeout bounds the first-start sweep.
+	// SweepTimeout bounds one sweep.
 	SweepTimeout time.Duration
+	// SweepInterval is the time between sweeps: VMs become orphans while
+	// the runner runs too (a destroy that failed, a Create that could not
+	// clean up after itself).
+	SweepInterval time.Duration
 
 	once    sync.Once
 	host    *jobvm.Host
 	hostErr error
+
+	stop     context.Context // ends on Shutdown: sweepers stop
+	stopNow  context.CancelFunc
+	sweepers sync.WaitGroup
 
 	mu      sync.Mutex
 	runners map[string]*runnerState
 }
 
 type runnerState struct {
-	start  sync.Once
-	mu     sync.Mutex
-	runner Runner // the latest the front-end passed
-	pool   *pool.Pool[*jobvm.VM]
-	swept  chan struct{} // closed when the first-start sweep is done
+	sweeper sync.Once
+	kick    chan struct{} // a job request came: retry what settings blocked
+	swept   chan struct{} // closed when the first sweep is done
+	// starting serialises pool starts; the pool's factory takes mu, so mu
+	// cannot be held while a pool starts.
+	starting sync.Mutex
+
+	mu        sync.Mutex
+	runner    Runner // the latest the front-end passed
+	pool      *pool.Pool[*poolVM]
+	poolError string // the last reason the pool could not start, logged once
 }
 
 // New returns a Provider. It touches nothing on the host: upstream builds
 // every provider at every process start, helper commands included.
 func New() *Provider {
-	return &Provider{metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, runners: map[string]*runnerState{}}
+	stop, stopNow := context.WithCancel(context.Background())
+	return &Provider{
+		metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, SweepInterval: 5 * time.Minute,
+		stop: stop, stopNow: stopNow, runners: map[string]*runnerState{},
+	}
 }
 
 // Collector is the provider's Prometheus collector.
@@ -94,11 +114,12 @@ func (p *Provider) jobHost() (*jobvm.Host, error) {
 // asked for a job: a warm VM, or leave to boot one.
 type Slot struct {
 	state *runnerState
-	lease *pool.Lease[*jobvm.VM]
+	lease *pool.Lease[*poolVM]
 }
 
 // Acquire claims capacity for the next job of runner r. The first call for
-// a runner sweeps its orphans (in the background) and starts its pool.
+// a runner starts sweeping its orphans (in the background) and starts its
+// pool; while its settings do not load, every call tries again.
 func (p *Provider) Acquire(r Runner) (*Slot, error) {
 	st, err := p.state(r)
 	if err != nil {
@@ -138,7 +159,7 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 	p.mu.Lock()
 	st, ok := p.runners[r.Name]
 	if !ok {
-		st = &runnerState{runner: r, swept: make(chan struct{})}
+		st = &runnerState{runner: r, kick: make(chan struct{}, 1), swept: make(chan struct{})}
 		p.runners[r.Name] = st
 	}
 	p.mu.Unlock()
@@ -149,33 +170,95 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 
 	// First sight of this runner in this process: sweep what a previous
 	// process left, then fill the pool (its VMs are held, sweeps skip them).
-	// Concurrent first Acquires wait here for one start; the pool's factory
-	// takes st.mu, so it must not be held while the pool starts.
-	st.start.Do(func() {
-		go p.sweepOnce(host, st)
-		pl, err := pool.New[*jobvm.VM](&poolFactory{p: p, host: host, st: st}, p.Logf)
-		if err != nil {
-			p.Logf("bhyve: runner %q: warm pool not started: %v", r.Name, err)
-			return
-		}
-		st.mu.Lock()
-		st.pool = pl
-		st.mu.Unlock()
+	st.sweeper.Do(func() {
+		p.sweepers.Add(1)
+		go p.sweepLoop(host, st)
 	})
+	select {
+	case st.kick <- struct{}{}:
+	default:
+	}
+	p.startPool(host, st)
 	return st, nil
 }
 
-func (p *Provider) sweepOnce(host *jobvm.Host, st *runnerState) {
-	defer close(st.swept)
+// startPool starts the runner's pool unless it runs. A bhyve.toml that does
+// not load leaves it stopped until a later job request finds it fixed.
+func (p *Provider) startPool(host *jobvm.Host, st *runnerState) {
+	st.starting.Lock()
+	defer st.starting.Unlock()
+	st.mu.Lock()
+	running, name := st.pool != nil, st.runner.Name
+	st.mu.Unlock()
+	if running || p.stop.Err() != nil {
+		return
+	}
+	pl, err := pool.New[*poolVM](&poolFactory{p: p, host: host, st: st}, p.Logf)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err != nil {
+		if err.Error() != st.poolError {
+			st.poolError = err.Error()
+			p.Logf("bhyve: runner %q: warm pool not started (trying again at the next job request): %v", name, err)
+		}
+		return
+	}
+	st.pool, st.poolError = pl, ""
+}
+
+// sweepLoop sweeps the runner's orphans every SweepInterval, until
+// Shutdown. While the settings do not load, each job request retries.
+func (p *Provider) sweepLoop(host *jobvm.Host, st *runnerState) {
+	defer p.sweepers.Done()
+	lastErr, first := "", true
+	for {
+		err := p.sweep(host, st)
+		var next <-chan time.Time
+		if err == nil {
+			if first {
+				close(st.swept)
+				first = false
+			}
+			lastErr = ""
+			next = time.After(p.SweepInterval)
+		} else if err.Error() != lastErr {
+			lastErr = err.Error()
+			p.Logf("bhyve: runner %q: not sweeping orphaned VMs (trying again at the next job request): %v", st.name(), err)
+		}
+		select {
+		case <-p.stop.Done():
+			return
+		case <-next:
+		case <-st.kick:
+			if err == nil {
+				// A sweep ran recently: wait for the interval.
+				select {
+				case <-p.stop.Done():
+					return
+				case <-next:
+				}
+			}
+		}
+	}
+}
+
+func (st *runnerState) name() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.runner.Name
+}
+
+// sweep destroys the runner's orphans; it fails only when the settings do
+// not load (a sweep that could not list VMs is logged and counts as done).
+func (p *Provider) sweep(host *jobvm.Host, st *runnerState) error {
 	st.mu.Lock()
 	r := st.runner
 	st.mu.Unlock()
 	s, err := r.Settings()
 	if err != nil {
-		p.Logf("bhyve: runner %q: not sweeping orphaned VMs: %v", r.Name, err)
-		return
+		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.SweepTimeout)
+	ctx, cancel := context.WithTimeout(p.stop, p.SweepTimeout)
 	defer cancel()
 	found, err := host.Manager(s, "", "").Sweep(ctx, false)
 	swept := 0
@@ -191,9 +274,10 @@ func (p *Provider) sweepOnce(host *jobvm.Host, st *runnerState) {
 	if err != nil {
 		p.Logf("bhyve: runner %q: sweeping orphaned VMs: %v", r.Name, err)
 	}
+	return nil
 }
 
-// WaitSwept blocks until the first-start sweep of runner name has finished.
+// WaitSwept blocks until the first sweep of runner name has finished.
 func (p *Provider) WaitSwept(ctx context.Context, name string) error {
 	p.mu.Lock()
 	st, ok := p.runners[name]
@@ -230,10 +314,37 @@ func (f *poolFactory) Config() (pool.Config, error) {
 		MaxUseCount:        s.Pool.MaxUseCount,
 		MaxConcurrentBoots: s.Pool.MaxConcurrentBoots,
 		Limit:              r.Limit,
+		Recipe:             recipe(s),
 	}, nil
 }
 
-func (f *poolFactory) Create(ctx context.Context) (*jobvm.VM, error) {
+// poolVM is a pool VM and the recipe it was made from.
+type poolVM struct {
+	*jobvm.VM
+	recipe string
+}
+
+func (v *poolVM) Recipe() string { return v.recipe }
+
+// recipe fingerprints every setting a booted pool VM embodies: where it was
+// cloned from, how vm-bhyve reaches it, its name and marker, and how its
+// SSH connection was opened and verified. A VM made from other values
+// would not be the VM the settings now describe. Settings a job applies
+// itself (shell, builds_dir, ...) are not in it. It is a hash, so that the
+// password in it can never reach a log.
+func recipe(s *settings.Settings) string {
+	h := sha256.New()
+	for _, v := range []any{
+		s.Template, s.Snapshot, s.VMCommand, s.SysrcCommand, s.Privilege, s.VMDir, s.NamePrefix, s.HostID,
+		s.SSH.User, s.SSH.Port, s.SSH.IdentityFile, s.SSH.KnownHostsFile, s.SSH.HostKey,
+		s.SSH.Password.Reveal(), s.SSH.PasswordFile, s.SSH.KeepAliveInterval, s.SSH.InsecureSkipHostKeyCheck, s.KillGrace,
+	} {
+		fmt.Fprintf(h, "%q\x00", fmt.Sprint(v))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (f *poolFactory) Create(ctx context.Context) (*poolVM, error) {
 	f.st.mu.Lock()
 	r := f.st.runner
 	f.st.mu.Unlock()
@@ -243,9 +354,13 @@ func (f *poolFactory) Create(ctx context.Context) (*jobvm.VM, error) {
 	}
 	m := f.host.Manager(s, "", "")
 	m.Observer = f.p.metrics.Observer(r.Name)
-	return m.CreateNamed(ctx, jobvm.PoolVMName(s.NamePrefix, r.Name), 0, func(format string, args ...any) {
+	vm, err := m.CreateNamed(ctx, jobvm.PoolVMName(s.NamePrefix, r.Name), 0, func(format string, args ...any) {
 		f.p.Logf("bhyve: runner %q: pool: "+format, append([]any{r.Name}, args...)...)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return &poolVM{VM: vm, recipe: recipe(s)}, nil
 }
 
 // Request is what a job asks of its VM.
@@ -264,9 +379,10 @@ type Job struct {
 	VM   *jobvm.VM
 	Warm bool
 
-	p      *Provider
-	runner string
-	lease  *pool.Lease[*jobvm.VM]
+	p        *Provider
+	runner   string
+	lease    *pool.Lease[*poolVM]
+	finished bool
 }
 
 // Prepare gives the job its VM: the slot's warm VM when the job wants the
@@ -293,16 +409,29 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		shell = s.ShellCommand()
 	}
 	job := &Job{p: p, runner: r.Name}
+	if slot != nil {
+		// Warm or cold, the job's VM is retired through its lease, so that
+		// it counts against the limit until destroyed.
+		job.lease = slot.lease
+	}
 	if slot != nil && slot.lease != nil && template == s.Template {
-		if vm, ok := slot.lease.Take(ctx); ok {
+		if vm, ok := slot.lease.Take(ctx, recipe(s)); ok {
 			vm.Shell = shell
-			job.VM, job.Warm, job.lease = vm, true, slot.lease
-			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm))
+			job.VM, job.Warm = vm.VM, true
+			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm.VM))
 			p.metrics.Ready(r.Name, true, time.Since(start))
 			return job, nil
 		}
 	}
 
+	if slot != nil && slot.lease != nil {
+		// A warm VM the job did not take goes back now, not when upstream
+		// releases the slot after the whole job: meanwhile it would stand
+		// beside the job's own VM, uncounted.
+		if err := slot.lease.Return(ctx); err != nil {
+			p.Logf("bhyve: runner %q: %v", r.Name, err)
+		}
+	}
 	m := host.Manager(s, template, shell)
 	m.Observer = observers{p.metrics.Observer(r.Name), req.Observer}
 	vm, err := m.Create(ctx, jobvm.Job{ID: req.JobID, Slot: req.Slot}, logf)
@@ -322,36 +451,56 @@ func (j *Job) Run(ctx context.Context, script io.Reader, stdout, stderr io.Write
 }
 
 // Finish is the end of the job's use of its VM: a warm VM goes back to the
-// pool if max_use_count allows and the job went well, any other is
-// destroyed. Idempotent.
+// pool if max_use_count allows and the job went well. Any other is powered
+// off before Finish returns and destroyed in the background (Shutdown waits
+// for it); upstream reports the job's end only after Cleanup, so the job
+// waits for nothing more than the VM being unable to run anything.
+// Idempotent.
 func (j *Job) Finish(ctx context.Context, jobErr error) error {
-	if j == nil {
+	if j == nil || j.finished {
 		return nil
 	}
-	if j.lease != nil {
-		lease := j.lease
-		j.lease = nil
-		return lease.Finish(ctx, jobErr == nil)
+	j.finished = true
+	switch {
+	case j.lease == nil:
+		// No pool (its settings never loaded): nothing tracks a background
+		// destroy, so it happens here.
+		return j.VM.Close(ctx)
+	case j.Warm:
+		return j.lease.Finish(ctx, jobErr == nil)
+	default:
+		return j.lease.Retire(ctx, &poolVM{VM: j.VM})
 	}
-	return j.VM.Close(ctx)
 }
 
-// Shutdown drains every pool: idle VMs are destroyed, boots cancelled.
+// Shutdown drains every pool at once, within ctx (upstream's
+// shutdown_timeout): idle VMs and VMs of finished jobs are destroyed, boots
+// cancelled.
 func (p *Provider) Shutdown(ctx context.Context) error {
+	p.stopNow()
 	p.mu.Lock()
 	states := make([]*runnerState, 0, len(p.runners))
 	for _, st := range p.runners {
 		states = append(states, st)
 	}
 	p.mu.Unlock()
-	var errs []error
-	for _, st := range states {
+	errs := make([]error, len(states))
+	var wg sync.WaitGroup
+	for i, st := range states {
 		st.mu.Lock()
 		pl := st.pool
 		st.mu.Unlock()
 		if pl != nil {
-			errs = append(errs, pl.Shutdown(ctx))
+			wg.Go(func() { errs[i] = pl.Shutdown(ctx) })
 		}
+	}
+	wg.Wait()
+	swept := make(chan struct{})
+	go func() { p.sweepers.Wait(); close(swept) }()
+	select {
+	case <-swept:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("bhyve: a sweep is still running: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
 }
@@ -368,7 +517,7 @@ func (p *Provider) poolStats() []metrics.PoolStats {
 			continue
 		}
 		s := pl.Stats()
-		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse})
+		out = append(out, metrics.PoolStats{Runner: name, Idle: s.Idle, Booting: s.Booting, InUse: s.InUse, Destroying: s.Destroying, DestroyRetries: s.DestroyRetries})
 	}
 	slices.SortFunc(out, func(a, b metrics.PoolStats) int {
 		if a.Runner < b.Runner {
