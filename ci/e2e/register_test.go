@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/gitlab"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/testbed"
 )
 
@@ -51,5 +50,4 @@ func TestRegisterVerifyListUnregister(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(settingsBefore), string(settingsAfter), "bhyve.toml is never touched by upstream's commands")
 	assert.Empty(t, strings.TrimSpace(strings.Join(tb.VMs(ctx, t)[1:], " ")), "no VM was made")
-	_ = gitlab.StatusSuccess
 }

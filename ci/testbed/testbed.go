@@ -157,10 +157,17 @@ func firstNonEmpty(s ...string) string {
 
 // Command is gitlab-runner run as the FreeBSD host's service user would run
 // it: inside the host, with the host's `vm` on PATH. args start with the
-// subcommand; --config is added where the subcommand takes it.
+// subcommand (global flags such as --debug may precede it); --config is
+// added where the subcommand takes it.
 func (tb *Testbed) Command(ctx context.Context, args ...string) *exec.Cmd {
-	if len(args) > 0 && takesConfig(args[0]) {
-		args = append([]string{args[0], "--config", tb.ConfigPath}, args[1:]...)
+	for i, a := range args {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		if takesConfig(a) {
+			args = append(append(append([]string{}, args[:i+1]...), "--config", tb.ConfigPath), args[i+1:]...)
+		}
+		break
 	}
 	cmd := tb.Host.Command(ctx, tb.RunnerBin, args...)
 	cmd.Dir = tb.Dir
