@@ -34,13 +34,28 @@ type cmdHandle struct {
 // test fails and to Log().
 func (tb *Testbed) Start(t testing.TB, args ...string) *Process {
 	t.Helper()
+	p, err := tb.Launch(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("gitlab-runner %s output:\n%s", p.name, p.Log())
+		}
+	})
+	return p
+}
+
+// Launch is Start outside a test; the caller must Stop the process.
+func (tb *Testbed) Launch(args ...string) (*Process, error) {
 	cmd := tb.Command(context.Background(), args...)
 	lb := &logBuffer{changed: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = lb, lb
 	// Its own process group: a signal for it must not reach the test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gitlab-runner %v: %v", args, err)
+		return nil, fmt.Errorf("start gitlab-runner %v: %w", args, err)
 	}
 	p := &Process{
 		name: strings.Join(args, " "),
@@ -52,18 +67,17 @@ func (tb *Testbed) Start(t testing.TB, args ...string) *Process {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = syscall.Kill(-p.cmd.pid, syscall.SIGKILL)
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("gitlab-runner %s output:\n%s", p.name, lb.String())
-		}
-	})
-	return p
+	return p, nil
+}
+
+// Stop SIGKILLs the runner's process group unless it has exited already.
+func (p *Process) Stop() {
+	select {
+	case <-p.done:
+	default:
+		_ = syscall.Kill(-p.cmd.pid, syscall.SIGKILL)
+		<-p.done
+	}
 }
 
 // PID of the runner process.

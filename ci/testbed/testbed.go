@@ -13,6 +13,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -64,6 +65,8 @@ type Testbed struct {
 	SettingsPath string
 	RunnerBin    string // the sandbox gitlab-runner
 	ExecutorBin  string // bhyve-executor
+
+	closeHost func() error // set by Up: New's host goes with its test
 }
 
 // New brings up a testbed whose teardown (t.Cleanup) checks that nothing of
@@ -71,15 +74,61 @@ type Testbed struct {
 func New(t testing.TB, o Options) *Testbed {
 	t.Helper()
 	runnerBin, executorBin := Binaries(t)
+	tb, err := up(context.Background(), o, runnerBin, executorBin, func(so sim.Options) (*sim.Host, error) { return sim.New(t, so), nil }, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.GitLab.Close() })
+	return tb
+}
+
+// Up brings up a testbed outside a test (the demo); Close tears it down.
+// runnerBin and executorBin are the binaries to drive.
+func Up(ctx context.Context, o Options, runnerBin, executorBin string) (*Testbed, error) {
+	dir, err := os.MkdirTemp("", "bhyve-testbed-")
+	if err != nil {
+		return nil, err
+	}
+	var host *sim.Host
+	tb, err := up(ctx, o, runnerBin, executorBin, func(so sim.Options) (*sim.Host, error) {
+		h, err := sim.Start(ctx, so)
+		host = h
+		return h, err
+	}, dir)
+	if err != nil {
+		if host != nil {
+			host.Close()
+		}
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	tb.closeHost = host.Close
+	return tb, nil
+}
+
+// Close stops the fake GitLab and, for a testbed from Up, tears the host
+// down and removes the config directory.
+func (tb *Testbed) Close() error {
+	err := tb.GitLab.Close()
+	if tb.closeHost != nil {
+		err = errors.Join(err, tb.closeHost(), os.RemoveAll(tb.Dir))
+		tb.closeHost = nil
+	}
+	return err
+}
+
+func up(ctx context.Context, o Options, runnerBin, executorBin string, startHost func(sim.Options) (*sim.Host, error), dir string) (*Testbed, error) {
 	if o.Sim.GuestFiles == nil {
 		// Jobs call back into gitlab-runner inside the VM for artifacts and
 		// caches, so the template has one, as a real template must.
 		o.Sim.GuestFiles = map[string]string{"/usr/local/bin/gitlab-runner": runnerBin}
 	}
-	h := sim.New(t, o.Sim)
-	dir := t.TempDir()
+	h, err := startHost(o.Sim)
+	if err != nil {
+		return nil, fmt.Errorf("simulated host: %w", err)
+	}
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	tb := &Testbed{
 		Host:         h,
@@ -94,12 +143,12 @@ func New(t testing.TB, o Options) *Testbed {
 		runners = []string{fixture.Runner}
 	}
 	if err := fixture.WriteSharedSettings(h, tb.SettingsPath, runners, o.Settings...); err != nil {
-		t.Fatalf("write bhyve.toml: %v", err)
+		return nil, fmt.Errorf("write bhyve.toml: %w", err)
 	}
 
-	ln, err := h.Listen(context.Background(), "tcp", net.JoinHostPort(h.HostAddr().String(), "0"))
+	ln, err := h.Listen(ctx, "tcp", net.JoinHostPort(h.HostAddr().String(), "0"))
 	if err != nil {
-		t.Fatalf("listen on the host's bridge: %v", err)
+		return nil, fmt.Errorf("listen on the host's bridge: %w", err)
 	}
 	gopts := o.GitLab
 	gopts.Listener = ln
@@ -109,20 +158,19 @@ func New(t testing.TB, o Options) *Testbed {
 	srv, err := gitlab.Start(gopts)
 	if err != nil {
 		ln.Close()
-		t.Fatalf("start fake GitLab: %v", err)
+		return nil, fmt.Errorf("start fake GitLab: %w", err)
 	}
 	tb.GitLab = srv
-	t.Cleanup(func() { srv.Close() })
 
 	files := o.Files
 	if files == nil {
 		files = map[string]string{"README.md": "# demo\n"}
 	}
-	tb.Repo, err = srv.AddRepo(context.Background(), Project, files)
-	if err != nil {
-		t.Fatalf("add repository: %v", err)
+	if tb.Repo, err = srv.AddRepo(ctx, Project, files); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("add repository: %w", err)
 	}
-	return tb
+	return tb, nil
 }
 
 // Binaries returns the sandbox runner and bhyve-executor, prebuilt by make
@@ -205,15 +253,24 @@ next:
 // the way the README tells operators to. It returns register's output.
 func (tb *Testbed) Register(ctx context.Context, t testing.TB, name, executor string, extra ...string) string {
 	t.Helper()
+	out, err := tb.RegisterRunner(ctx, name, executor, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// RegisterRunner is Register returning its error.
+func (tb *Testbed) RegisterRunner(ctx context.Context, name, executor string, extra ...string) (string, error) {
 	token := tb.GitLab.CreateRunner(name)
 	args := []string{"register", "--non-interactive",
 		"--url", tb.GitLab.URL(), "--token", token,
 		"--executor", executor, "--name", name}
 	out, err := tb.Command(ctx, append(args, extra...)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("gitlab-runner register: %v\n%s", err, out)
+		return string(out), fmt.Errorf("gitlab-runner register: %w\n%s", err, out)
 	}
-	return string(out)
+	return string(out), nil
 }
 
 // CustomArgs are the [runners.custom] flags that point a stock runner at
@@ -234,9 +291,16 @@ func (tb *Testbed) CustomArgs(name string) []string {
 // register; value is TOML.
 func (tb *Testbed) SetGlobal(t testing.TB, key, value string) {
 	t.Helper()
+	if err := tb.SetGlobalKey(key, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetGlobalKey is SetGlobal returning its error.
+func (tb *Testbed) SetGlobalKey(key, value string) error {
 	b, err := os.ReadFile(tb.ConfigPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	line := key + " = " + value
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + ` = .*$`)
@@ -246,9 +310,7 @@ func (tb *Testbed) SetGlobal(t testing.TB, key, value string) {
 	} else {
 		s = line + "\n" + s
 	}
-	if err := os.WriteFile(tb.ConfigPath, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(tb.ConfigPath, []byte(s), 0o600)
 }
 
 // Enqueue queues a job on the default project unless spec names one.
