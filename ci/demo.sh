@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: on a fresh Debian machine, as root, install what is needed,
-# build, and run one CI job through the real bhyve-executor binary on a
-# simulated FreeBSD host, then tear everything down.
+# build, register a gitlab-runner with the bhyve executor against a fake
+# GitLab, run the article's sample job through upstream's own runner loop on
+# a simulated FreeBSD host, then the same job through the Custom executor
+# and bhyve-executor, and tear everything down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -10,6 +12,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export PATH=/usr/local/go/bin:$PATH GOWORK=off
 bash ci/install-deps.sh
-echo "==> Building bin/bhyve-executor and bin/bhyve-demo" >&2
-make -s build
-exec bin/bhyve-demo --executor bin/bhyve-executor "$@"
+echo "==> Building bin/gitlab-runner-sandbox (a test build with stand-in modules), bin/bhyve-executor, bin/bhyve-demo" >&2
+make -s runner-sandbox build >/dev/null
+exec bin/bhyve-demo --runner bin/gitlab-runner-sandbox --executor bin/bhyve-executor "$@"

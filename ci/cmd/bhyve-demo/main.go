@@ -1,164 +1,192 @@
-// Command bhyve-demo runs one CI job, end to end, through the real
-// bhyve-executor binary on a simulated FreeBSD host, the way a stock
-// gitlab-runner with the Custom executor would, and shows where the time
-// went. `make demo` builds everything and runs it.
+// Command bhyve-demo shows the product the way an operator meets it: a
+// gitlab-runner with the bhyve executor is registered against a (fake)
+// GitLab, runs the original article's sample job in a fresh VM on a
+// simulated FreeBSD host through upstream's own `run` loop, and the job log
+// is printed as GitLab shows it, with where the time went. Then the same
+// job runs through a stock runner's Custom executor and bhyve-executor.
+// `make demo` builds everything and runs it.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/customexec"
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/gitlab"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/testbed"
 )
 
-// The article's sample job (ifconfig, netstat -rn, sockstat -4l,
-// freebsd-version, uname -a). The simulated guest runs the machine's Linux
-// userland, so each FreeBSD command falls back to its Linux counterpart.
-const jobScript = `run() {
-  echo "\$ $1"
-  if command -v "${1%% *}" >/dev/null 2>&1; then sh -c "$1"; else echo "(${1%% *} is FreeBSD's; the simulated guest runs Linux: $2)"; sh -c "$2"; fi
-  echo
-}
-run ifconfig "ip -brief address"
-run "netstat -rn" "ip route"
-run "sockstat -4l" "ss -4ltn"
-run freebsd-version "uname -sr"
-run "uname -a" "uname -a"
-`
+// The article's sample job, as its .gitlab-ci.yml has it.
+var articleJob = []string{"ifconfig", "netstat -rn", "sockstat -4l", "freebsd-version", "uname -a"}
 
 func main() {
-	executor := flag.String("executor", "bin/bhyve-executor", "the bhyve-executor binary to drive")
-	root := flag.String("root", "/var/tmp/bhyve-demo", "state directory of the simulated host (removed afterwards)")
+	runner := flag.String("runner", "bin/gitlab-runner-sandbox", "the gitlab-runner build with the bhyve executor")
+	executor := flag.String("executor", "bin/bhyve-executor", "the bhyve-executor binary for the Custom executor")
 	flag.Parse()
-	if err := run(*executor, *root); err != nil {
+	if err := run(*runner, *executor); err != nil {
 		fmt.Fprintln(os.Stderr, "bhyve-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(executor, root string) error {
-	exe, err := filepath.Abs(executor)
+func run(runnerPath, executorPath string) error {
+	runnerBin, err := executable(runnerPath, "make runner-sandbox")
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(exe); err != nil {
-		return fmt.Errorf("%w (run `make build` first)", err)
+	executorBin, err := executable(executorPath, "make executor")
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	step("Bringing up a simulated FreeBSD host (vm-bhyve, ZFS, Kea DHCP, OpenSSH) in %s", root)
+	cmds, err := os.MkdirTemp("", "bhyve-demo-freebsd-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(cmds)
+	guestFiles, err := freebsdCommands(cmds)
+	if err != nil {
+		return err
+	}
+	guestFiles["/usr/local/bin/gitlab-runner"] = runnerBin
+
+	step("Bringing up a simulated FreeBSD host (vm-bhyve, ZFS, Kea DHCP, OpenSSH) and a fake GitLab")
 	start := time.Now()
-	h, err := sim.Start(ctx, sim.Options{Root: root})
+	tb, err := testbed.Up(ctx, testbed.Options{
+		Sim:     sim.Options{GuestFiles: guestFiles},
+		Runners: []string{"bhyve-native", "bhyve-custom"},
+	}, runnerBin, executorBin)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		step("Tearing the simulated host down")
-		if err := h.Close(); err != nil {
+		step("Tearing everything down")
+		if err := tb.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "bhyve-demo: teardown:", err)
 		}
 	}()
-	settings := filepath.Join(root, "bhyve.toml")
-	if err := fixture.WriteSettings(h, settings); err != nil {
-		return err
-	}
-	fmt.Printf("    host up in %s; template %s@%s; executor settings %s\n",
-		time.Since(start).Round(time.Millisecond), h.Template(), h.Snapshot(), settings)
+	fmt.Printf("    up in %s: template %s@%s, GitLab at %s, settings %s\n",
+		time.Since(start).Round(time.Millisecond), tb.Host.Template(), tb.Host.Snapshot(), tb.GitLab.URL(), tb.SettingsPath)
 
-	with := func(args ...string) []string { return append([]string{exe}, args...) }
-	runner := &customexec.Runner{
-		ConfigExec: with("config"), PrepareExec: with("prepare"), RunExec: with("run"), CleanupExec: with("cleanup"),
-		// bhyve-executor acts from the FreeBSD host: inside its namespace.
-		Wrap: []string{"ip", "netns", "exec", h.NetNS()},
-		Env:  append(os.Environ(), "BHYVE_EXECUTOR_CONFIG="+settings),
-	}
-	job := customexec.Job{
-		ID: 4242,
-		Stages: []customexec.Stage{
-			{Name: "prepare_script", Script: "echo \"Running on $(hostname) via bhyve-executor...\"\n"},
-			{Name: "get_sources", Script: "mkdir -p /builds/demo/project && cd /builds/demo/project && echo 'Fetched sources (simulated)'\n"},
-			{Name: "step_script", Script: jobScript},
-			{Name: "after_script", Script: "echo \"after_script: job files live in $(cd /builds && pwd) on the guest only\"\n", When: customexec.Always},
-			{Name: "cleanup_file_variables", Script: "true\n", When: customexec.Always},
-		},
-	}
-
-	step("Running job %d through %s (config, prepare, run x%d, cleanup)", job.ID, executor, len(job.Stages))
-	log := &jobLog{w: os.Stdout}
-	res, err := runner.Run(ctx, job, log)
+	native, err := runJob(ctx, tb, "bhyve-native", "bhyve", nil)
 	if err != nil {
 		return err
 	}
-	fmt.Println()
-	step("Cleanup stage (runner log)")
-	fmt.Print(indent(res.Cleanup))
-
-	step("Where the time went")
-	report(os.Stdout, res, log.String())
-	if res.Failure != customexec.NoFailure {
-		return fmt.Errorf("the job ended with %s (exit code %d)", res.Failure, res.ExitCode)
+	custom, err := runJob(ctx, tb, "bhyve-custom", "custom", tb.CustomArgs("bhyve-custom"))
+	if err != nil {
+		return err
 	}
-	step("Job succeeded; its VM is destroyed")
+
+	step("Both front-ends, side by side")
+	fmt.Printf("    %-34s %12s %12s\n", "", "native", "Custom")
+	for _, row := range []struct {
+		name string
+		f    func(timeline) time.Duration
+	}{
+		{"job received -> first script line", func(t timeline) time.Duration { return t.toFirstLine }},
+		{"last script line -> GitLab told", func(t timeline) time.Duration { return t.lastLineToEnd }},
+		{"job received -> GitLab told", func(t timeline) time.Duration { return t.total }},
+	} {
+		fmt.Printf("    %-34s %12s %12s\n", row.name, ms(row.f(native)), ms(row.f(custom)))
+	}
+	names, err := vmNames(ctx, tb)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n    vm list now: %v (only the template: every job VM is destroyed)\n", names)
 	return nil
+}
+
+// runJob registers a runner, runs the article's job through upstream's
+// `run` loop, prints its log and timings, and stops the runner gracefully.
+func runJob(ctx context.Context, tb *testbed.Testbed, name, executor string, extra []string) (timeline, error) {
+	step("gitlab-runner register --executor %s --name %s", executor, name)
+	if _, err := tb.RegisterRunner(ctx, name, executor, extra...); err != nil {
+		return timeline{}, err
+	}
+	if err := tb.SetGlobalKey("check_interval", "1"); err != nil {
+		return timeline{}, err
+	}
+	p, err := tb.Launch("run", "--working-directory", tb.Dir)
+	if err != nil {
+		return timeline{}, err
+	}
+	defer p.Stop()
+
+	id, err := tb.GitLab.Enqueue(gitlab.JobSpec{Name: "test:freebsd:amd64", Project: testbed.Project, Script: articleJob})
+	if err != nil {
+		return timeline{}, err
+	}
+	step("Job %d (%s) as GitLab shows it", id, name)
+	jobCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rec, err := tb.GitLab.Wait(jobCtx, id)
+	if err != nil {
+		return timeline{}, fmt.Errorf("job %d: %w\nrunner log:\n%s", id, err, testbed.Plain(p.Log()))
+	}
+	tr := parseTrace(rec.Trace)
+	fmt.Print(tr.render())
+	tl := tr.timeline(rec)
+	step("Where the time went (%s)", name)
+	fmt.Print(tl.report(tr))
+
+	if err := p.Signal(syscall.SIGQUIT); err != nil {
+		return tl, err
+	}
+	if err := p.Wait(jobCtx); err != nil {
+		return tl, fmt.Errorf("gitlab-runner run after SIGQUIT: %w", err)
+	}
+	if out, err := tb.Command(ctx, "unregister", "--name", name).CombinedOutput(); err != nil {
+		return tl, fmt.Errorf("unregister %s: %w\n%s", name, err, out)
+	}
+	if rec.Status != gitlab.StatusSuccess {
+		return tl, fmt.Errorf("job %d ended %s (%s, exit code %d)", id, rec.Status, rec.FailureReason, rec.ExitCode)
+	}
+	return tl, nil
+}
+
+func vmNames(ctx context.Context, tb *testbed.Testbed) ([]string, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := tb.Host.VM(ctx, "list")
+		if err != nil {
+			return nil, err
+		}
+		names := listNames(r.Stdout)
+		if len(names) == 1 || time.Now().After(deadline) {
+			return names, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func executable(path, hint string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", errors.Join(err, fmt.Errorf("build it with `%s` (make demo does)", hint))
+	}
+	return abs, nil
 }
 
 func step(format string, args ...any) {
 	fmt.Printf("\n==> "+format+"\n", args...)
 }
 
-func indent(s string) string {
-	if s == "" {
-		return ""
+func ms(d time.Duration) string {
+	if d <= 0 {
+		return "-"
 	}
-	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
-}
-
-// jobLog streams the job log to the terminal as it arrives and keeps a copy
-// for the timing report.
-type jobLog struct {
-	w io.Writer
-	b strings.Builder
-}
-
-func (l *jobLog) Write(p []byte) (int, error) {
-	l.b.Write(p)
-	return l.w.Write(p)
-}
-
-func (l *jobLog) String() string { return l.b.String() }
-
-// readyLine is what prepare prints once the VM answers SSH, e.g.
-// "ci-x is ready: 1.3s (clone 9ms, boot 217ms, address 77ms, ssh 1.0s)".
-var readyLine = regexp.MustCompile(`is ready: \S+ \(([^)]*)\)`)
-
-func report(w io.Writer, res customexec.Result, log string) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	var total time.Duration
-	for _, p := range res.Phases {
-		total += p.Took
-		fmt.Fprintf(tw, "    %s\t%s\t\n", p.Name, p.Took.Round(time.Millisecond))
-		if p.Name == "prepare" {
-			if m := readyLine.FindStringSubmatch(log); m != nil {
-				for _, part := range strings.Split(m[1], ", ") {
-					name, took, _ := strings.Cut(part, " ")
-					fmt.Fprintf(tw, "      %s\t%s\t\n", name, took)
-				}
-			}
-		}
-	}
-	fmt.Fprintf(tw, "    total\t%s\t\n", total.Round(time.Millisecond))
-	tw.Flush()
+	return d.Round(time.Millisecond).String()
 }

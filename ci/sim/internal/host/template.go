@@ -23,10 +23,11 @@ type TemplateOptions struct {
 	OwnHostKey bool
 	// Loader, CPU, Memory override the guest configuration.
 	Loader, CPU, Memory string
-	// Files maps guest paths to machine files the disk links to, e.g. a
+	// Files maps guest paths to machine files the disk carries, e.g. a
 	// gitlab-runner binary at /usr/local/bin/gitlab-runner, as an operator
-	// installs one into a real template. A link, not a copy: guests see the
-	// machine's root below their own, and a 150 MB copy per boot is waste.
+	// installs one into a real template. Linked where the guest sees the
+	// machine file through its root overlay (a 150 MB copy per boot is
+	// waste), copied from directories guests mount afresh (/tmp, /run...).
 	Files map[string]string
 }
 
@@ -116,17 +117,7 @@ func AddTemplate(cfg *simstate.Config, name, snap string, o TemplateOptions) err
 		_ = os.Lchown(p, uid, gid)
 	}
 	for guestPath, machinePath := range o.Files {
-		if !filepath.IsAbs(guestPath) || !filepath.IsAbs(machinePath) {
-			return fmt.Errorf("template %s: file %s -> %s: both paths must be absolute", name, guestPath, machinePath)
-		}
-		if _, err := os.Stat(machinePath); err != nil {
-			return fmt.Errorf("template %s: file for %s: %w", name, guestPath, err)
-		}
-		link := filepath.Join(disk, guestPath)
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return err
-		}
-		if err := os.Symlink(machinePath, link); err != nil {
+		if err := addFile(disk, guestPath, machinePath); err != nil {
 			return fmt.Errorf("template %s: %w", name, err)
 		}
 	}
@@ -167,6 +158,37 @@ network0_mac="%s"
 		return err
 	}
 	return cfg.Save()
+}
+
+// guestFresh are the machine directories a guest mounts afresh
+// (guest.buildRoot), so a link into them would dangle inside the guest.
+var guestFresh = []string{"/tmp", "/var/tmp", "/run", "/dev", "/proc", "/sys"}
+
+// addFile puts machinePath into the disk at guestPath: a link where the
+// guest sees the machine's file through its root overlay, a copy where it
+// does not.
+func addFile(disk, guestPath, machinePath string) error {
+	if !filepath.IsAbs(guestPath) || !filepath.IsAbs(machinePath) {
+		return fmt.Errorf("file %s -> %s: both paths must be absolute", guestPath, machinePath)
+	}
+	st, err := os.Stat(machinePath)
+	if err != nil {
+		return fmt.Errorf("file for %s: %w", guestPath, err)
+	}
+	dst := filepath.Join(disk, guestPath)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	for _, d := range guestFresh {
+		if strings.HasPrefix(filepath.Clean(machinePath)+"/", d+"/") {
+			b, err := os.ReadFile(machinePath)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(dst, b, st.Mode().Perm())
+		}
+	}
+	return os.Symlink(machinePath, dst)
 }
 
 func orDefault(s, d string) string {
