@@ -63,7 +63,7 @@ var selfHeld = &HeldSet{}
 func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {
 	key := strings.Join([]string{
 		strings.Join(s.Privilege, "\x00"), strings.Join(s.VMCommand, "\x00"),
-		strings.Join(s.SysrcCommand, "\x00"), s.VMDir,
+		strings.Join(s.SysrcCommand, "\x00"), strings.Join(s.ZFSCommand, "\x00"), s.VMDir,
 	}, "\x01")
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -73,7 +73,7 @@ func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {
 	d, ok := h.drivers[key]
 	if !ok {
 		d = &vmbhyve.Driver{
-			VM: s.VMCommand, Sysrc: s.SysrcCommand, Privilege: s.Privilege,
+			VM: s.VMCommand, Sysrc: s.SysrcCommand, ZFS: s.ZFSCommand, Privilege: s.Privilege,
 			VMDir: s.VMDir, Cmd: vmbhyve.ExecCommander{},
 		}
 		h.drivers[key] = d

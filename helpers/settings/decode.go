@@ -42,6 +42,7 @@ type layerDoc struct {
 	AllowedImages     *rawValue `toml:"allowed_images"`
 	VMCommand         *rawValue `toml:"vm_command"`
 	SysrcCommand      *rawValue `toml:"sysrc_command"`
+	ZFSCommand        *rawValue `toml:"zfs_command"`
 	Privilege         *rawValue `toml:"privilege"`
 	VMDir             *rawValue `toml:"vm_dir"`
 	LeaseFile         *rawValue `toml:"lease_file"`

@@ -26,6 +26,7 @@ var builtin = map[string]any{
 	"allowed_images":                   []any{},
 	"vm_command":                       []any{"/usr/local/sbin/vm"},
 	"sysrc_command":                    []any{"/usr/sbin/sysrc"},
+	"zfs_command":                      []any{"/sbin/zfs"},
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
 	"vm_dir":                           "/vm",
 	"lease_file":                       "/var/db/kea/kea-leases4.csv",
@@ -380,6 +381,7 @@ func (r *resolver) resolve(runnerName string) *Settings {
 
 	s.VMCommand, _ = r.argv("vm_command", 1, `an argv array such as ["/usr/local/sbin/vm"]`)
 	s.SysrcCommand, _ = r.argv("sysrc_command", 1, `an argv array such as ["/usr/sbin/sysrc"]`)
+	s.ZFSCommand, _ = r.argv("zfs_command", 1, `an argv array such as ["/sbin/zfs"]`)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
 
 	absHost := func(p string) bool { return filepath.IsAbs(p) && !strings.ContainsAny(p, "\x00\n") }

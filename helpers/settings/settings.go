@@ -63,7 +63,11 @@ type Settings struct {
 	// SysrcCommand (sysrc_command, ["/usr/sbin/sysrc"]) edits a clone's
 	// NAME.conf before it starts.
 	SysrcCommand []string
-	// Privilege (privilege, ["/usr/local/bin/sudo", "-n"]) prefixes both
+	// ZFSCommand (zfs_command, ["/sbin/zfs"]) only removes partial clones:
+	// datasets a `vm clone` cut short left without a conf, which `vm`
+	// cannot see.
+	ZFSCommand []string
+	// Privilege (privilege, ["/usr/local/bin/sudo", "-n"]) prefixes the
 	// commands above. [] when the runner itself runs as root.
 	Privilege []string
 	// VMDir (vm_dir, "/vm") is the mountpoint of vm-bhyve's vm_dir dataset.
