@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
 )
 
 // sweepCommand lists this runner's job VMs that no live gitlab-runner holds
@@ -36,6 +38,9 @@ func sweepCommand(ctx context.Context, a *app, args []string) error {
 	orphans, failed := 0, 0
 	for _, f := range found {
 		action := "-"
+		if f.Verdict == jobvm.HolderUnknown {
+			action = "left alone: " + f.Err.Error()
+		}
 		if f.Removable() {
 			orphans++
 			switch {

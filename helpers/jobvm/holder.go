@@ -33,21 +33,30 @@ func CurrentHolder(pid int) (Holder, error) {
 	return Holder(strconv.Itoa(pid) + "@" + start), nil
 }
 
-// Alive reports whether the holder process still runs.
-func (h Holder) Alive() bool {
+// Alive reports whether the holder process still runs. It fails when that
+// cannot be told, and a caller must then treat the VM as held: a sweep that
+// took "cannot see it" for "dead" would destroy a live job's VM. That is the
+// case for an unreadable marker, a failed lookup, and a missing process when
+// this process cannot see every user's processes (FreeBSD's
+// security.bsd.see_other_uids=0, Linux's hidepid): there a live holder of
+// another user looks exactly like a dead one.
+func (h Holder) Alive() (bool, error) {
 	pidText, start, ok := strings.Cut(string(h), "@")
-	if !ok {
-		return false
-	}
 	pid, err := strconv.Atoi(pidText)
-	if err != nil || pid <= 0 {
-		return false
+	if !ok || err != nil || pid <= 0 || start == "" {
+		return false, fmt.Errorf("holder %q is not PID@START", string(h))
 	}
 	now, err := processStart(pid)
-	if err != nil {
-		return false
+	if errors.Is(err, errNoProcess) {
+		if all, why := seesAllProcesses(); !all {
+			return false, fmt.Errorf("process %d is not visible, but %s: run this as root or as the runner's user", pid, why)
+		}
+		return false, nil
 	}
-	return now == start
+	if err != nil {
+		return false, err
+	}
+	return now == start, nil
 }
 
 var errNoProcess = errors.New("no such process")

@@ -9,6 +9,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// seesAllProcesses: root sees every process; anyone else only while
+// security.bsd.see_other_uids and see_other_gids are 1 (security(7)), the
+// defaults that hardening (bsdinstall's "hide processes") turns off.
+var seesAllProcesses = func() (bool, string) {
+	if unix.Geteuid() == 0 {
+		return true, ""
+	}
+	for _, knob := range []string{"security.bsd.see_other_uids", "security.bsd.see_other_gids"} {
+		v, err := unix.SysctlUint32(knob)
+		if err != nil {
+			return false, fmt.Sprintf("sysctl %s: %v", knob, err)
+		}
+		if v == 0 {
+			return false, knob + "=0 hides other users' processes"
+		}
+	}
+	return true, ""
+}
+
 // processStart reads the start time from the kernel's kinfo_proc: no ps(1),
 // whose dates follow TZ and LC_TIME, and no fork per check.
 func processStart(pid int) (string, error) {

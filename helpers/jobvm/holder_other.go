@@ -7,6 +7,10 @@ import (
 	"runtime"
 )
 
+var seesAllProcesses = func() (bool, string) {
+	return false, "process visibility is not known on " + runtime.GOOS
+}
+
 // processStart has no implementation here: the holder check needs a process
 // start time that reads the same in every process, and this platform's
 // layout of it has not been written down (see holder_freebsd.go).

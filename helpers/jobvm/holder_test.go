@@ -32,7 +32,12 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		fmt.Printf("%s %t\n", h, Holder(holder).Alive())
+		alive, err := Holder(holder).Alive()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		fmt.Printf("%s %t\n", h, alive)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -44,7 +49,9 @@ func TestMain(m *testing.M) {
 func TestHolderIsTheSameInEveryLocaleAndTimeZone(t *testing.T) {
 	self, err := CurrentHolder(os.Getpid())
 	require.NoError(t, err)
-	require.True(t, self.Alive())
+	alive, err := self.Alive()
+	require.NoError(t, err)
+	require.True(t, alive)
 	assert.Regexp(t, sudoersHolderPattern(t), keyHolder+"="+string(self))
 
 	for _, env := range [][]string{

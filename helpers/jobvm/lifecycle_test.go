@@ -317,6 +317,26 @@ func TestSweep(t *testing.T) {
 	assert.True(t, hv.Has("ci-template-lookalike"))
 }
 
+// An operator's sweep that cannot see other users' processes must not take
+// the service's live jobs for orphans: it leaves them alone and says why.
+func TestSweepLeavesVMsWhoseHolderItCannotSee(t *testing.T) {
+	restore := seesAllProcesses
+	seesAllProcesses = func() (bool, string) { return false, "security.bsd.see_other_uids=0 hides other users' processes" }
+	t.Cleanup(func() { seesAllProcesses = restore })
+
+	hv := newFakeHypervisor("tmpl")
+	m := newManager(hv, goodLeases(), &fakeSSH{})
+	hv.vms["ci-job-1-0"] = &fakeVM{conf: map[string]string{keyOwner: m.Owner.ID(), keyJob: "1", keyHolder: "999999999@1"}, state: vmbhyve.StateRunning}
+
+	found, err := m.Sweep(context.Background(), false)
+	require.NoError(t, err)
+	require.Len(t, found, 1)
+	assert.Equal(t, HolderUnknown, found[0].Verdict)
+	assert.ErrorContains(t, found[0].Err, "see_other_uids=0")
+	assert.False(t, found[0].Removable())
+	assert.True(t, hv.Has("ci-job-1-0"), "a forced sweep leaves it")
+}
+
 func TestSweepInProcessHolder(t *testing.T) {
 	// The native executor is its own holder: a VM it recorded but no longer
 	// holds (a job that let go without destroying) is an orphan even though
@@ -359,16 +379,39 @@ func TestJobVMName(t *testing.T) {
 func TestHolder(t *testing.T) {
 	self, err := CurrentHolder(os.Getpid())
 	require.NoError(t, err)
-	assert.True(t, self.Alive())
+	alive, err := self.Alive()
+	require.NoError(t, err)
+	assert.True(t, alive)
 
 	pid, _, _ := strings.Cut(string(self), "@")
-	for name, h := range map[string]Holder{
-		"reused PID (other start time)": Holder(pid + "@1"),
-		"no such process":               "999999999@1",
-		"garbage":                       "nonsense",
-		"empty":                         "",
+	for name, tc := range map[string]struct {
+		h       Holder
+		hidden  bool // other users' processes are hidden from this one
+		wantErr string
+	}{
+		"reused PID (other start time)": {h: Holder(pid + "@1")},
+		"no such process":               {h: "999999999@1"},
+		// A live holder of another user looks like a missing one: never
+		// call that dead.
+		"no such process, others hidden": {h: "999999999@1", hidden: true, wantErr: "not visible, but hidden for the test"},
+		"garbage":                        {h: "nonsense", wantErr: "is not PID@START"},
+		"empty":                          {h: "", wantErr: "is not PID@START"},
+		"no start":                       {h: Holder(pid + "@"), wantErr: "is not PID@START"},
 	} {
-		t.Run(name, func(t *testing.T) { assert.False(t, h.Alive()) })
+		t.Run(name, func(t *testing.T) {
+			if tc.hidden {
+				restore := seesAllProcesses
+				seesAllProcesses = func() (bool, string) { return false, "hidden for the test" }
+				t.Cleanup(func() { seesAllProcesses = restore })
+			}
+			alive, err := tc.h.Alive()
+			assert.False(t, alive)
+			if tc.wantErr == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, tc.wantErr)
+			}
+		})
 	}
 
 	start, err := processStartFromStat("4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 98 0 0 0 0 0 0 0 20 0 1 0 777123 1000 10")

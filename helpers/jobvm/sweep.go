@@ -17,7 +17,8 @@ type Found struct {
 	Holder Holder
 	// Verdict is what the sweep decided, in words an operator can act on.
 	Verdict Verdict
-	// Err is set when destroying an orphan failed.
+	// Err is set when destroying an orphan failed, or says why a VM is
+	// HolderUnknown.
 	Err error
 }
 
@@ -35,6 +36,9 @@ const (
 	InUse Verdict = "in use"
 	// Foreign: our name prefix, but no marker of this runner. Never touched.
 	Foreign Verdict = "not ours"
+	// HolderUnknown: ours, but whether its holder runs cannot be told from
+	// this process (Err says why). Never touched.
+	HolderUnknown Verdict = "holder unknown"
 	// Partial: datasets with our name prefix but no NAME.conf, left by a
 	// `vm clone` that never finished. A forced sweep destroys them.
 	Partial Verdict = "partial clone"
@@ -121,10 +125,15 @@ func (m *Manager) judge(v vmbhyve.VM) Found {
 		// Recorded by this very process but no longer in its held set: the
 		// job let go of it without destroying it.
 		f.Verdict = Orphan
-	case f.Holder.Alive():
-		f.Verdict = InUse
 	default:
-		f.Verdict = Orphan
+		switch alive, err := f.Holder.Alive(); {
+		case err != nil:
+			f.Verdict, f.Err = HolderUnknown, err
+		case alive:
+			f.Verdict = InUse
+		default:
+			f.Verdict = Orphan
+		}
 	}
 	return f
 }
