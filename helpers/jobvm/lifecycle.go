@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
 )
 
@@ -24,6 +25,9 @@ import (
 type Hypervisor interface {
 	List(ctx context.Context) ([]vmbhyve.VM, error)
 	Clone(ctx context.Context, template, snapshot, name string) error
+	// ResolveSnapshot maps the settings' snapshot onto the one to clone
+	// ("latest": the template's newest build snapshot at this moment).
+	ResolveSnapshot(template, snapshot string) (string, error)
 	AllocateMAC(ctx context.Context) (net.HardwareAddr, func(), error)
 	SetConf(ctx context.Context, name string, kv ...string) error
 	ReadConf(name string) (map[string]string, error)
@@ -185,9 +189,15 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	// Clone. vm-bhyve's bare `vm clone TMPL NEW` leaves a snapshot behind per
 	// clone, so we always clone from the named snapshot. A missing template
 	// or snapshot comes back as a configuration error.
-	logf("Cloning %s@%s as %s", m.Config.Template, m.Config.Snapshot, name)
+	// Resolved per job: a rotation switches the next clone to the new
+	// snapshot while running jobs keep theirs.
+	snap, err := m.VMs.ResolveSnapshot(m.Config.Template, m.Config.Snapshot)
+	if err != nil {
+		return nil, &failure.ConfigError{Err: err}
+	}
+	logf("Cloning %s@%s as %s", m.Config.Template, snap, name)
 	if err := m.phase(v, PhaseClone, func() error {
-		return m.VMs.Clone(ctx, m.Config.Template, m.Config.Snapshot, name)
+		return m.VMs.Clone(ctx, m.Config.Template, snap, name)
 	}); err != nil {
 		return nil, err
 	}
