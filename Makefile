@@ -28,11 +28,11 @@ LDFLAGS_OURS := -X $(MODULE)/helpers/version.Version=$(VERSION)
 # upstream from a core package fails here rather than on a user's machine.
 export GOWORK := off
 
-.PHONY: all test prereqs fmt-check vet unit typecheck build executor runner bench clean
+.PHONY: all test prereqs fmt-check vet shell-check unit typecheck build executor runner bench clean
 
 all: build
 
-test: prereqs fmt-check vet unit typecheck
+test: prereqs fmt-check vet shell-check unit typecheck
 	@echo "make test: all checks passed"
 
 prereqs:
@@ -45,6 +45,11 @@ fmt-check:
 
 vet:
 	$(GO) vet $(CORE)
+
+# The provisioning script runs on FreeBSD's /bin/sh: POSIX sh, checked here.
+shell-check:
+	sh -n cmd/bhyve-executor/provision/default.sh
+	shellcheck -s sh cmd/bhyve-executor/provision/default.sh
 
 unit:
 	$(GO) test -count=1 -timeout 12m $(CORE)

@@ -205,7 +205,9 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case "$sub" in
-usershow) getent passwd "$name" || { echo "pw: no such user '$name'" >&2; exit 67; } ;;
+usershow) # master.passwd(5) order: name:pw:uid:gid:class:change:expire:gecos:home:shell
+	e=$(getent passwd "$name") || { echo "pw: no such user '$name'" >&2; exit 67; }
+	echo "$e" | awk -F: '{ printf "%s:*:%s:%s::0:0:%s:%s:%s\n", $1, $3, $4, $5, $6, $7 }' ;;
 useradd)
 	/usr/sbin/useradd $mk -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
 	/usr/sbin/usermod -p '*' "$name"
