@@ -31,13 +31,13 @@ LDFLAGS_OURS := -X $(MODULE)/helpers/version.Version=$(VERSION)
 # upstream from a core package fails here rather than on a user's machine.
 export GOWORK := off
 
-.PHONY: all test prereqs fmt-check vet unit adapter typecheck standins build executor runner runner-sandbox bench clean
+.PHONY: all test prereqs fmt-check vet shell-check unit adapter typecheck standins build executor runner runner-sandbox bench clean
 
 all: build
 
 # The end-to-end tests (ci/e2e) drive the sandbox runner and bhyve-executor
 # as separate processes, so both are built first.
-test: prereqs fmt-check vet runner-sandbox executor unit adapter typecheck standins
+test: prereqs fmt-check vet shell-check runner-sandbox executor unit adapter typecheck standins
 	@echo "make test: all checks passed"
 
 prereqs:
@@ -50,6 +50,11 @@ fmt-check:
 
 vet:
 	$(GO) vet $(CORE)
+
+# The provisioning script runs on FreeBSD's /bin/sh: POSIX sh, checked here.
+shell-check:
+	sh -n cmd/bhyve-executor/provision/default.sh
+	shellcheck -s sh cmd/bhyve-executor/provision/default.sh
 
 unit:
 	$(GO) test -count=1 -timeout 15m $(CORE)

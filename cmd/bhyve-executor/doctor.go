@@ -9,13 +9,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/kea"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
@@ -27,6 +25,7 @@ import (
 type checks struct {
 	w      io.Writer
 	failed int
+	warned int
 }
 
 func (c *checks) ok(name, format string, args ...any) {
@@ -47,9 +46,10 @@ func (c *checks) fail(name, detail, fix string) {
 func doctor(ctx context.Context, a *app, args []string) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	boot := fs.Bool("boot", false, "also clone, boot and destroy one VM, as a job would")
+	boot := fs.Bool("boot", false, "also clone, boot, inspect and destroy one VM, as a job would")
+	runnerBinary := fs.String("runner-binary", defaultRunnerBinary, "with --boot: the host's gitlab-runner, whose version the guest's must match")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return usagef("usage: doctor [--boot]")
+		return usagef("usage: doctor [--boot [--runner-binary PATH]]")
 	}
 	c := &checks{w: a.stdout}
 
@@ -68,7 +68,7 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	vmOK := doctorVM(ctx, c, s, d)
 	doctorSysrc(c, s)
 	if vmOK {
-		doctorTemplate(ctx, c, s, d)
+		doctorTemplateState(ctx, c, s, d, s.Template)
 	}
 	doctorLeases(ctx, c, s)
 	doctorSSH(c, s)
@@ -77,7 +77,7 @@ func doctor(ctx context.Context, a *app, args []string) error {
 		if c.failed > 0 {
 			c.fail("test boot", "skipped because of the failures above", "fix those first, then run doctor --boot again")
 		} else {
-			doctorBoot(ctx, c, s, h)
+			checkClone(ctx, c, s, h, s.Template, *runnerBinary)
 		}
 	}
 	return c.result()
@@ -85,8 +85,12 @@ func doctor(ctx context.Context, a *app, args []string) error {
 
 func (c *checks) result() error {
 	if c.failed > 0 {
-		fmt.Fprintf(c.w, "%d check(s) failed\n", c.failed)
+		fmt.Fprintf(c.w, "%d check(s) failed, %d warning(s)\n", c.failed, c.warned)
 		return errReported
+	}
+	if c.warned > 0 {
+		fmt.Fprintf(c.w, "all checks passed, %d warning(s)\n", c.warned)
+		return nil
 	}
 	fmt.Fprintln(c.w, "all checks passed")
 	return nil
@@ -121,34 +125,6 @@ func doctorSysrc(c *checks, s *settings.Settings) {
 		return
 	}
 	c.ok("sysrc command", "%s (writes each clone's MAC and ownership marker)", bin)
-}
-
-func doctorTemplate(ctx context.Context, c *checks, s *settings.Settings, d *vmbhyve.Driver) {
-	tmpl := s.Template
-	vm, exists, err := d.Get(ctx, tmpl)
-	switch {
-	case err != nil:
-		c.fail("template", err.Error(), "")
-		return
-	case !exists:
-		c.fail("template", fmt.Sprintf("no VM %q in `vm list`", tmpl), fmt.Sprintf("create it (see the README) or set template in %s", s.Path))
-		return
-	case vm.State != vmbhyve.StateStopped:
-		c.fail("template", fmt.Sprintf("%s is %s", tmpl, vm.StateText),
-			fmt.Sprintf("stop it (`vm stop %s`): a running template's snapshot would carry run.lock and a dirty disk into every clone; a Locked template with no bhyve process has a stale %s/%s/run.lock to remove", tmpl, s.VMDir, tmpl))
-	default:
-		c.ok("template", "%s exists and is stopped", tmpl)
-	}
-
-	// ZFS exposes snapshots under the dataset's .zfs/snapshot directory
-	// even when snapdir=hidden; no zfs(8) privilege needed to look.
-	snapDir := filepath.Join(s.VMDir, tmpl, ".zfs", "snapshot", s.Snapshot)
-	if _, err := os.Stat(snapDir); err != nil {
-		c.fail("snapshot", fmt.Sprintf("%s@%s not found (%v)", tmpl, s.Snapshot, err),
-			fmt.Sprintf("with the template stopped: vm snapshot %s@%s  (or set snapshot in %s)", tmpl, s.Snapshot, s.Path))
-		return
-	}
-	c.ok("snapshot", "%s@%s exists", tmpl, s.Snapshot)
 }
 
 func doctorLeases(ctx context.Context, c *checks, s *settings.Settings) {
@@ -192,47 +168,6 @@ func doctorSSH(c *checks, s *settings.Settings) {
 		}
 		c.ok("host key", "%s pinned: %s", s.Template, strings.Join(fps, ", "))
 	}
-}
-
-// doctorBoot does what a job's prepare does, on a VM of its own, and
-// destroys it again.
-func doctorBoot(ctx context.Context, c *checks, s *settings.Settings, h *jobvm.Host) {
-	m := h.Manager(s, "", "")
-	name := fmt.Sprintf("%sdoctor-%d", s.NamePrefix, os.Getpid())
-	var steps []string
-	vm, err := m.CreateNamed(ctx, name, 0, func(format string, args ...any) {
-		steps = append(steps, fmt.Sprintf(format, args...))
-	})
-	if err != nil {
-		c.fail("test boot", err.Error(), bootFix(err, s, steps))
-		return
-	}
-	var out strings.Builder
-	runErr := vm.Run(ctx, strings.NewReader("uname -n\n"), &out, &out)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.StopTimeout+cleanupSlack)
-	defer cancel()
-	closeErr := vm.Close(dctx)
-	switch {
-	case runErr != nil:
-		c.fail("test boot", fmt.Sprintf("%s booted but running a command failed: %v", name, runErr), "check the template's shell ("+s.ShellCommand()+") and ssh.user")
-	case closeErr != nil:
-		c.fail("test boot", fmt.Sprintf("%s worked but could not be destroyed: %v", name, closeErr), "destroy it by hand: vm poweroff -f "+name+"; vm destroy -f "+name)
-	default:
-		c.ok("test boot", "%s at %s answered %q; %s", name, vm.Address.IP, strings.TrimSpace(out.String()), timings(vm))
-	}
-}
-
-// bootFix turns the usual ways a test boot fails into what to change.
-func bootFix(err error, s *settings.Settings, steps []string) string {
-	var auth *guestssh.AuthError
-	var hk *guestssh.HostKeyError
-	switch {
-	case errors.As(err, &auth):
-		return fmt.Sprintf("the template does not accept ssh.identity_file (%s) for user %q: add its public key to that user's authorized_keys in the template, re-snapshot, or fix identity_file/user", s.SSH.IdentityFile, s.SSH.User)
-	case errors.As(err, &hk):
-		return "the VM presented a host key that is not the pinned one: if the template was rebuilt, pin its new key (ssh-keyscan a booted clone); if not, find out who answers at that address"
-	}
-	return "the steps that worked: " + strings.Join(steps, "; ")
 }
 
 func timings(vm *jobvm.VM) string {

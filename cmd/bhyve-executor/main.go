@@ -6,6 +6,7 @@
 //	bhyve-executor [--config PATH] [--runner NAME] doctor [--boot]
 //	bhyve-executor [--config PATH] [--runner NAME] ip --mac MAC [--lease-file PATH]
 //	bhyve-executor [--config PATH] [--runner NAME] sweep [--force]
+//	bhyve-executor [--config PATH] [--runner NAME] template build|check|rotate|prune|rollback NAME ...
 //	bhyve-executor version
 //
 // Each Custom executor stage is a separate process, started by gitlab-runner.
@@ -43,6 +44,7 @@ var commands = []command{
 	{name: "cleanup", usage: "destroy the job's VM (Custom executor cleanup stage)", run: cleanupStage, stage: true},
 	{name: "doctor", usage: "check the host end to end and say how to fix what is wrong", run: doctor},
 	{name: "ip", usage: "look up a MAC's address the way the executor does", run: ipCommand},
+	{name: "template", usage: "build, check, rotate, prune or roll back a job template", run: templateCommand},
 	{name: "sweep", usage: "list (or with --force destroy) orphaned job VMs of this runner", run: sweepCommand},
 	{name: "version", usage: "print the version", run: versionCommand},
 }

@@ -69,6 +69,11 @@ type Config struct {
 	// InsecureIgnoreHostKey accepts any host key. It exists for debugging
 	// a template only; the caller must log loudly when it is set.
 	InsecureIgnoreHostKey bool
+	// TrustFirstKey, with no HostKeys, accepts whatever key the server
+	// presents and hands it over: trust on first use, for a guest we have
+	// just created from an operator's image on the isolated CI bridge
+	// (template build), whose key is then pinned for every later use.
+	TrustFirstKey func(ssh.PublicKey)
 
 	Dialer Dialer // nil means a plain net.Dialer
 
@@ -142,7 +147,7 @@ func (c Config) validate() error {
 	if len(c.Signers) == 0 && c.Password == "" {
 		return failure.Configf("ssh: no credentials; set identity_file (or a password)")
 	}
-	if len(c.HostKeys) == 0 && !c.InsecureIgnoreHostKey {
+	if len(c.HostKeys) == 0 && !c.InsecureIgnoreHostKey && c.TrustFirstKey == nil {
 		return failure.Configf("ssh: no pinned host key; set known_hosts_file with an entry for the template " +
 			"(its /etc/ssh/ssh_host_ed25519_key.pub), host keys are always verified")
 	}
@@ -375,6 +380,10 @@ func clientConfig(addr string, cfg Config, st *attemptState) *ssh.ClientConfig {
 			if cfg.InsecureIgnoreHostKey {
 				return nil
 			}
+			if len(cfg.HostKeys) == 0 && cfg.TrustFirstKey != nil {
+				cfg.TrustFirstKey(key)
+				return nil
+			}
 			got := key.Marshal()
 			for _, pin := range cfg.HostKeys {
 				if string(pin.Marshal()) == string(got) {
@@ -399,7 +408,7 @@ func clientConfig(addr string, cfg Config, st *attemptState) *ssh.ClientConfig {
 			return nil, nil
 		},
 	}
-	if !cfg.InsecureIgnoreHostKey {
+	if !cfg.InsecureIgnoreHostKey && len(cfg.HostKeys) > 0 {
 		cc.HostKeyAlgorithms = hostKeyAlgorithms(cfg.HostKeys)
 	}
 	return cc

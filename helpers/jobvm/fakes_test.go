@@ -79,6 +79,9 @@ func (h *fakeHypervisor) List(ctx context.Context) ([]vmbhyve.VM, error) {
 	return out, nil
 }
 
+// ResolveSnapshot: the fake's snapshots are named as configured.
+func (h *fakeHypervisor) ResolveSnapshot(_, snapshot string) (string, error) { return snapshot, nil }
+
 func (h *fakeHypervisor) Clone(ctx context.Context, template, snapshot, name string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

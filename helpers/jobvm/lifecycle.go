@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
 )
 
@@ -26,6 +27,9 @@ type Hypervisor interface {
 	Clone(ctx context.Context, template, snapshot, name string) error
 	PartialClones(prefix string) ([]vmbhyve.PartialClone, error)
 	DestroyPartialClone(ctx context.Context, name string) error
+	// ResolveSnapshot maps the settings' snapshot onto the one to clone
+	// ("latest": the template's newest build snapshot at this moment).
+	ResolveSnapshot(template, snapshot string) (string, error)
 	AllocateMAC(ctx context.Context) (net.HardwareAddr, func(), error)
 	SetConf(ctx context.Context, name string, kv ...string) error
 	ReadConf(name string) (map[string]string, error)
@@ -196,10 +200,17 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	// destroy. The clone therefore never sees the job's cancellation: it
 	// runs to its end within its own bound, and a cancel that came
 	// meanwhile is honoured afterwards by destroying the finished clone.
-	logf("Cloning %s@%s as %s", m.Config.Template, m.Config.Snapshot, name)
+	//
+	// The snapshot is resolved per job: a rotation switches the next clone
+	// to the new snapshot while running jobs keep theirs.
+	snap, err := m.VMs.ResolveSnapshot(m.Config.Template, m.Config.Snapshot)
+	if err != nil {
+		return nil, &failure.ConfigError{Err: err}
+	}
+	logf("Cloning %s@%s as %s", m.Config.Template, snap, name)
 	cloneCtx, cancelClone := context.WithTimeout(context.WithoutCancel(ctx), cloneBudget)
 	err = m.phase(v, PhaseClone, func() error {
-		return m.VMs.Clone(cloneCtx, m.Config.Template, m.Config.Snapshot, name)
+		return m.VMs.Clone(cloneCtx, m.Config.Template, snap, name)
 	})
 	cancelClone()
 	if err != nil {

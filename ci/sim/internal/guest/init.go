@@ -123,6 +123,12 @@ boot:
 			// as when bhyve stops.
 			g.logf("powering off")
 			_ = syscall.Kill(-1, syscall.SIGKILL)
+			if g.upperFD != nil && g.diskFD != nil {
+				reap()
+				if err := persist(fdPath(g.upperFD), fdPath(g.diskFD)); err != nil {
+					g.logf("writing back to the disk: %v", err)
+				}
+			}
 			return 0
 		}
 	}
@@ -131,6 +137,10 @@ boot:
 type guestInit struct {
 	p      InitParams
 	events *os.File
+	// upperFD and diskFD are the overlay's upper layer and the VM's disk,
+	// held open across pivot_root for persist; nil unless the disk came
+	// from an image.
+	upperFD, diskFD *os.File
 }
 
 func (g *guestInit) logf(format string, args ...any) {
@@ -206,3 +216,8 @@ func (g *guestInit) network() error {
 	}
 	return nil
 }
+
+// fdPath names an open directory through /proc, which reaches it after
+// pivot_root has made its path unreachable. The trailing slash makes
+// Lstat (and so filepath.WalkDir) follow the /proc link to the directory.
+func fdPath(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d/", f.Fd()) }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/diskimage"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/tree"
 )
 
@@ -74,7 +75,28 @@ func (g *guestInit) buildRoot() error {
 	if err := unlockShadow(filepath.Join(m, "etc/shadow"), g.p.SSHUser); err != nil {
 		return err
 	}
-	if err := g.writeConfigs(m); err != nil {
+	var keys []string
+	if g.p.DiskDir != "" {
+		keys, _ = filepath.Glob(filepath.Join(g.p.DiskDir, "etc/ssh/ssh_host_*_key"))
+		for i, k := range keys {
+			keys[i] = strings.TrimPrefix(k, g.p.DiskDir+"/")
+		}
+	}
+	image := g.p.DiskDir != "" && diskimage.IsImageDisk(g.p.DiskDir)
+	if image {
+		if keys, err = g.imageBoot(m, u); err != nil {
+			return err
+		}
+		// Kept open across pivot_root, so that shutdown can write the
+		// guest's changes back to its disk (persist).
+		if g.upperFD, err = os.Open(upper); err != nil {
+			return err
+		}
+		if g.diskFD, err = os.Open(g.p.DiskDir); err != nil {
+			return err
+		}
+	}
+	if err := g.writeConfigs(m, keys, image); err != nil {
 		return err
 	}
 
@@ -162,11 +184,7 @@ func populateDev(dev string) error {
 
 // writeConfigs writes the guest's sshd configuration, the udhcpc event
 // script and /etc/hostname.
-func (g *guestInit) writeConfigs(m string) error {
-	var keys []string
-	if g.p.DiskDir != "" {
-		keys, _ = filepath.Glob(filepath.Join(g.p.DiskDir, "etc/ssh/ssh_host_*_key"))
-	}
+func (g *guestInit) writeConfigs(m string, keys []string, image bool) error {
 	sort.Strings(keys)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# sshd of simulated guest %s (bhyve-sim)\n", g.p.Name)
@@ -174,7 +192,7 @@ func (g *guestInit) writeConfigs(m string) error {
 	// Only the keys that came with the VM's disk: the machine's own host
 	// keys are visible through the overlay but are not the guest's.
 	for _, k := range keys {
-		fmt.Fprintf(&b, "HostKey /etc/ssh/%s\n", filepath.Base(k))
+		fmt.Fprintf(&b, "HostKey /%s\n", k)
 	}
 	fmt.Fprintf(&b, `PidFile /run/sshd.pid
 AuthorizedKeysFile .ssh/authorized_keys
@@ -184,7 +202,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
 AllowUsers %s
-StrictModes yes
+%sStrictModes yes
 UseDNS no
 PrintMotd no
 PrintLastLog no
@@ -192,7 +210,7 @@ MaxStartups 100:30:200
 MaxSessions 64
 AcceptEnv LANG LC_*
 Subsystem sftp internal-sftp
-`, g.p.SSHUser)
+`, g.allowUsers(m), g.sessionPath(image))
 	if err := os.MkdirAll(filepath.Join(m, "etc/ssh"), 0o755); err != nil {
 		return err
 	}
@@ -298,4 +316,28 @@ func chownTree(root string, uid, gid int) error {
 		}
 		return os.Lchown(p, uid, gid)
 	})
+}
+
+// allowUsers is the simulated host's guest user plus the accounts the pw
+// stand-in created in this guest (usersFile).
+func (g *guestInit) allowUsers(m string) string {
+	users := []string{g.p.SSHUser}
+	if b, err := os.ReadFile(filepath.Join(m, usersFile)); err == nil {
+		for _, u := range strings.Fields(string(b)) {
+			if u != "" && u != "root" && !strings.ContainsAny(u, "*?!@") {
+				users = append(users, u)
+			}
+		}
+	}
+	return strings.Join(users, " ")
+}
+
+// sessionPath puts the FreeBSD stand-ins first on the PATH of SSH sessions
+// of an image guest. Login shells (jobs run `bash -l`) reset PATH from
+// /etc/profile and do not see them.
+func (g *guestInit) sessionPath(image bool) string {
+	if !image {
+		return ""
+	}
+	return "SetEnv PATH=" + standinDir + ":/usr/local/bin:/usr/bin:/bin\n"
 }

@@ -334,6 +334,15 @@ func layout(cfg *simstate.Config) error {
 			return err
 		}
 	}
+	// util::init (lib/vm-util, `vm init`) copies sample-templates/default.conf
+	// into .templates/ and nothing else; `vm create` without -t uses it.
+	def := filepath.Join(cfg.VMDir, ".templates", "default.conf")
+	if _, err := os.Stat(def); err != nil {
+		profile := "loader=\"bhyveload\"\ncpu=1\nmemory=256M\nnetwork0_type=\"virtio-net\"\nnetwork0_switch=\"public\"\ndisk0_type=\"virtio-blk\"\ndisk0_name=\"disk0.img\"\n"
+		if err := os.WriteFile(def, []byte(profile), 0o644); err != nil {
+			return err
+		}
+	}
 	sys := fmt.Sprintf("switch_list=\"%s\"\ntype_%s=\"manual\"\nbridge_%s=\"%s\"\n", cfg.Switch, cfg.Switch, cfg.Switch, cfg.Bridge)
 	if err := os.WriteFile(cfg.SystemConf(), []byte(sys), 0o644); err != nil {
 		return err

@@ -121,6 +121,15 @@ func AddTemplate(cfg *simstate.Config, name, snap string, o TemplateOptions) err
 			return fmt.Errorf("template %s: %w", name, err)
 		}
 	}
+	// The local cache directory (cache_dir), like /builds world-writable
+	// and sticky; the guest makes /builds itself.
+	cache := filepath.Join(disk, "cache")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(cache, 0o777|os.ModeSticky); err != nil {
+		return err
+	}
 	rc := fmt.Sprintf("hostname=%q\nifconfig_vtnet0=\"SYNCDHCP\"\nsshd_enable=\"YES\"\n", name)
 	if err := os.WriteFile(filepath.Join(disk, "etc", "rc.conf"), []byte(rc), 0o644); err != nil {
 		return err

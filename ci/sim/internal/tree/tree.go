@@ -11,8 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Copy copies src into dst. skip, if set, is asked about every path relative
@@ -70,7 +69,9 @@ func Copy(src, dst string, skip func(rel string) bool) error {
 		default:
 			return nil // sockets, devices: nothing a VM's tree holds
 		}
-		if st, ok := info.Sys().(*unix.Stat_t); ok {
+		// os.Lstat's Sys() is a *syscall.Stat_t; asserting *unix.Stat_t
+		// (a distinct type) never matched, and no owner was ever copied.
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
 			_ = os.Lchown(target, int(st.Uid), int(st.Gid))
 		}
 		return nil

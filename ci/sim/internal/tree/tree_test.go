@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -43,4 +44,22 @@ func TestCopyKeepsModesLinksAndSkips(t *testing.T) {
 	info, err = os.Stat(filepath.Join(dst, "etc"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o755), info.Mode().Perm(), "an existing directory keeps its mode")
+}
+
+// A provisioned guest's home must stay its user's across snapshot, clone
+// and boot; the copy runs as root, so owners can be kept.
+func TestCopyKeepsOwners(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "dst")
+	require.NoError(t, os.MkdirAll(filepath.Join(src, "home", "u"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "home", "u", "f"), nil, 0o600))
+	for _, p := range []string{"home/u", "home/u/f"} {
+		require.NoError(t, os.Lchown(filepath.Join(src, p), 4321, 4322))
+	}
+	require.NoError(t, Copy(src, dst, nil))
+	for _, p := range []string{"home/u", "home/u/f"} {
+		info, err := os.Lstat(filepath.Join(dst, p))
+		require.NoError(t, err)
+		st := info.Sys().(*syscall.Stat_t)
+		assert.Equal(t, [2]uint32{4321, 4322}, [2]uint32{st.Uid, st.Gid}, p)
+	}
 }

@@ -262,6 +262,12 @@ func (v *vm) main(args []string) error {
 		return v.destroy(rest)
 	case "info":
 		return v.info(rest)
+	case "create":
+		return v.create(rest)
+	case "img":
+		return v.img(rest)
+	case "rollback":
+		return v.rollback(rest)
 	default:
 		return v.errf("'%s' is not supported by the bhyve simulator", cmd)
 	}

@@ -36,6 +36,7 @@ func (v *vm) run(args []string) error {
 		return exitStatus(10)
 	}
 
+	v.seedISO(name)
 	c := loadConf(v.cfg.ConfPath(name))
 	memory := c.str("memory", "")
 	loader := c.str("loader", "")

@@ -309,3 +309,61 @@ func (db *DB) DestroyRecursive(name string) error {
 // skipZFSDir leaves out a dataset's .zfs directory, where ZFS shows its
 // snapshots: they are not part of the dataset's files.
 func skipZFSDir(rel string) bool { return rel == ".zfs" || strings.HasPrefix(rel, ".zfs/") }
+
+// Rollback is `zfs rollback [-r] FS@SNAP` (zfs-rollback(8); messages from
+// zfs_main.c rollback_check): without -r it refuses while newer snapshots
+// exist; with -r it destroys them, unless one of them has clones (only -R
+// would destroy those, and vm-bhyve never passes -R). Then the dataset's
+// files become the snapshot's again.
+func (db *DB) Rollback(fsName, snap string, recursive bool) error {
+	d := db.Datasets[fsName]
+	if d == nil || d.snapshot(snap) == nil {
+		return zerr("cannot open '%s@%s': dataset does not exist", fsName, snap)
+	}
+	var newer []string
+	after := false
+	for _, s := range d.Snapshots {
+		if after {
+			newer = append(newer, s.Name)
+		}
+		if s.Name == snap {
+			after = true
+		}
+	}
+	target := fsName + "@" + snap
+	if len(newer) > 0 && !recursive {
+		full := make([]string, len(newer))
+		for i, n := range newer {
+			full[i] = fsName + "@" + n
+		}
+		return zerr("cannot rollback to '%s': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\n%s", target, strings.Join(full, "\n"))
+	}
+	var clones []string
+	for _, n := range newer {
+		clones = append(clones, db.Dependents(fsName, n)...)
+	}
+	if len(clones) > 0 {
+		return zerr("cannot rollback to '%s': clones of previous snapshots exist\nuse '-R' to force deletion of the following clones and dependents:\n%s", target, strings.Join(clones, "\n"))
+	}
+	for _, n := range newer {
+		_ = os.RemoveAll(d.SnapDir(n))
+	}
+	d.Snapshots = d.Snapshots[:len(d.Snapshots)-len(newer)]
+	// Replace the live files with the snapshot's, keeping .zfs.
+	entries, err := os.ReadDir(d.Mountpoint)
+	if err != nil {
+		return zerr("cannot rollback '%s': %v", fsName, err)
+	}
+	for _, e := range entries {
+		if e.Name() == ".zfs" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(d.Mountpoint, e.Name())); err != nil {
+			return zerr("cannot rollback '%s': %v", fsName, err)
+		}
+	}
+	if err := tree.Copy(d.SnapDir(snap), d.Mountpoint, skipZFSDir); err != nil {
+		return zerr("cannot rollback '%s': %v", fsName, err)
+	}
+	return nil
+}
