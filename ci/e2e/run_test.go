@@ -59,6 +59,25 @@ func vmOf(trace string) (name string, warm bool) {
 	return "", false
 }
 
+// longJob runs until something stops it; "started" in its trace says its
+// script runs.
+func longJob(name string) gitlab.JobSpec {
+	return gitlab.JobSpec{Name: name, Script: []string{"echo started", "sleep 60", "echo not-reached"}}
+}
+
+// jobThenQuit proves a (re)started runner works: one job succeeds, then
+// SIGQUIT ends it cleanly with nothing left on the host.
+func jobThenQuit(ctx context.Context, t *testing.T, tb *testbed.Testbed, r *testbed.Process) {
+	t.Helper()
+	id := tb.Enqueue(t, gitlab.JobSpec{Name: "after", Script: []string{"echo after-restart"}})
+	rec := tb.Wait(ctx, t, id)
+	assert.Equal(t, gitlab.StatusSuccess, rec.Status, "%s", rec.Trace)
+	assert.Contains(t, rec.Trace, "after-restart")
+	require.NoError(t, r.Signal(syscall.SIGQUIT))
+	require.NoError(t, r.Wait(ctx), "%s", testbed.Plain(r.Log()))
+	tb.WaitOnlyTemplates(ctx, t)
+}
+
 // The long-lived `run` loop takes more jobs than its limit, runs at most
 // `limit` at once, serves them from the warm pool, reports it all in its
 // metrics, and on SIGQUIT lets the running job finish, drains the pool and
@@ -165,10 +184,7 @@ func TestRunSIGTERMAbortsJobs(t *testing.T) {
 	tb := runBed(ctx, t, name, 2, testbed.Options{Settings: []string{"pool.idle_count = 1"}})
 	tb.SetGlobal(t, "concurrent", "2")
 	r := tb.Start(t, "run")
-	ids := []int64{
-		tb.Enqueue(t, gitlab.JobSpec{Name: "long-1", Script: []string{"echo started", "sleep 60", "echo not-reached"}}),
-		tb.Enqueue(t, gitlab.JobSpec{Name: "long-2", Script: []string{"echo started", "sleep 60", "echo not-reached"}}),
-	}
+	ids := []int64{tb.Enqueue(t, longJob("long-1")), tb.Enqueue(t, longJob("long-2"))}
 	for _, id := range ids {
 		tb.WaitTrace(ctx, t, id, "started")
 	}
@@ -195,14 +211,8 @@ func TestRunSIGTERMAbortsJobs(t *testing.T) {
 		return m[mSwept] != nil
 	})
 	assert.Zero(t, m.Value(mSwept, "runner", name), "nothing was left to sweep")
-	id := tb.Enqueue(t, gitlab.JobSpec{Name: "after", Script: []string{"echo after-restart"}})
-	rec := tb.Wait(ctx, t, id)
-	assert.Equal(t, gitlab.StatusSuccess, rec.Status, "%s", rec.Trace)
-	assert.Contains(t, rec.Trace, "after-restart")
-	require.NoError(t, r.Signal(syscall.SIGQUIT))
-	require.NoError(t, r.Wait(ctx))
+	jobThenQuit(ctx, t, tb, r)
 	assert.NotContains(t, testbed.Plain(r.Log()), "orphaned VM")
-	tb.WaitOnlyTemplates(ctx, t)
 }
 
 // A runner killed mid-job (a crash, an OOM kill) leaves its VMs running.
@@ -215,7 +225,7 @@ func TestRunSIGKILLOrphansSweptAtStart(t *testing.T) {
 	const name = "run-kill"
 	tb := runBed(ctx, t, name, 2, testbed.Options{Settings: []string{"pool.idle_count = 1"}})
 	r := tb.Start(t, "run")
-	killed := tb.Enqueue(t, gitlab.JobSpec{Name: "killed", Script: []string{"echo started", "sleep 60", "echo not-reached"}})
+	killed := tb.Enqueue(t, longJob("killed"))
 	rec := tb.WaitTrace(ctx, t, killed, "started")
 	jobVM, _ := vmOf(rec.Trace)
 	require.NotEmpty(t, jobVM, "%s", rec.Trace)
@@ -250,13 +260,7 @@ func TestRunSIGKILLOrphansSweptAtStart(t *testing.T) {
 	cur, _ := tb.GitLab.Job(killed)
 	assert.Equal(t, gitlab.StatusRunning, cur.Status, "nobody reported the killed job: GitLab times it out, the runner never does")
 
-	id := tb.Enqueue(t, gitlab.JobSpec{Name: "after", Script: []string{"echo after-restart"}})
-	rec = tb.Wait(ctx, t, id)
-	assert.Equal(t, gitlab.StatusSuccess, rec.Status, "%s", rec.Trace)
-	assert.Contains(t, rec.Trace, "after-restart")
-	require.NoError(t, r.Signal(syscall.SIGQUIT))
-	require.NoError(t, r.Wait(ctx))
-	tb.WaitOnlyTemplates(ctx, t)
+	jobThenQuit(ctx, t, tb, r)
 }
 
 // Jobs get the project's sources over git from inside their VM, upload
