@@ -5,8 +5,10 @@
 package bhyve
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +30,9 @@ type executor struct {
 	provider *provider
 	job      *core.Job
 	jobErr   error // what Finish was told
+	// mask hides the job's masked variables in what this executor writes
+	// (nil before Prepare knows the job).
+	mask *strings.Replacer
 }
 
 func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
@@ -45,6 +50,7 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 	if err := e.AbstractExecutor.Prepare(options); err != nil {
 		return err
 	}
+	e.mask = masker(e.Build.GetAllVariables().Masked())
 	if s.SSH.InsecureSkipHostKeyCheck {
 		e.BuildLogger.Warningln("bhyve: ssh.insecure_skip_host_key_check is set: the VM's identity is not verified")
 	}
@@ -58,6 +64,7 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 		Observer: stages{e},
 	}, e.logf)
 	if err != nil {
+		err = e.masked(err)
 		if failure.KindOf(err) == failure.Config {
 			e.BuildLogger.Errorln(err.Error())
 		}
@@ -68,8 +75,51 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 }
 
 func (e *executor) logf(format string, args ...any) {
-	e.BuildLogger.Println(fmt.Sprintf(format, args...))
+	e.BuildLogger.Println(e.maskString(fmt.Sprintf(format, args...)))
 }
+
+// maskedText is what upstream puts in the trace for a masked value.
+const maskedText = "[MASKED]"
+
+// masker replaces each of values with maskedText, longest first so that a
+// value containing another is hidden whole. Upstream masks only the trace:
+// BuildLogger also copies every line to the runner's own log (Println at
+// debug level, Errorln always), and upstream logs a failed job's error
+// there too, unmasked. What this executor writes can carry an expanded
+// image: name, so it masks before writing.
+func masker(values []string) *strings.Replacer {
+	values = slices.DeleteFunc(slices.Clone(values), func(v string) bool { return v == "" })
+	slices.SortFunc(values, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	pairs := make([]string, 0, 2*len(values))
+	for _, v := range values {
+		pairs = append(pairs, v, maskedText)
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+func (e *executor) maskString(s string) string {
+	if e.mask == nil {
+		return s
+	}
+	return e.mask.Replace(s)
+}
+
+// masked is err with the job's masked values hidden in its message; its
+// kind and chain are err's.
+func (e *executor) masked(err error) error {
+	if msg := e.maskString(err.Error()); msg != err.Error() {
+		return &maskedError{err: err, msg: msg}
+	}
+	return err
+}
+
+type maskedError struct {
+	err error
+	msg string
+}
+
+func (m *maskedError) Error() string { return m.msg }
+func (m *maskedError) Unwrap() error { return m.err }
 
 // Run runs one stage over the job's SSH connection, on the stage's own
 // context (never the prepare context, which ends with prepare_timeout).

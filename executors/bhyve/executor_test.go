@@ -83,3 +83,26 @@ func TestAcquireWithoutConfigDirLetsTheJobFailVisibly(t *testing.T) {
 	assert.NoError(t, err)
 	assert.Nil(t, data)
 }
+
+// Upstream masks the trace only; the executor's own lines and errors also
+// reach the runner's log, so it masks them itself.
+func TestMaskingHidesMaskedValuesAndKeepsTheErrorKind(t *testing.T) {
+	e := &executor{mask: masker([]string{"s3cr3t", "", "s3cr3t-longer"})}
+	assert.Equal(t, `image "[MASKED]" and [MASKED] are ignored`, e.maskString(`image "s3cr3t-longer" and s3cr3t are ignored`),
+		"a value containing another is hidden whole")
+	assert.Equal(t, "nothing to hide", e.maskString("nothing to hide"))
+
+	orig := failure.Configf(`bhyve.toml: image "s3cr3t" is not allowed`)
+	err := e.masked(orig)
+	assert.Equal(t, `bhyve.toml: image "[MASKED]" is not allowed`, err.Error())
+	assert.Equal(t, failure.Config, failure.KindOf(err), "the kind decides the failure reason")
+	assert.ErrorIs(t, err, orig)
+	var be *common.BuildError
+	require.ErrorAs(t, buildError(err), &be)
+	assert.Equal(t, common.ConfigurationError, be.FailureReason)
+	assert.NotContains(t, be.Error(), "s3cr3t", "upstream logs a failed job's error in the runner's log")
+
+	clean := errors.New("no secret here")
+	assert.Same(t, clean, e.masked(clean))
+	assert.Equal(t, "s3cr3t", (&executor{}).maskString("s3cr3t"), "before Prepare there is nothing to mask")
+}
