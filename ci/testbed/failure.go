@@ -98,10 +98,7 @@ func GuestProcesses(token string) ([]int, error) {
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil || len(b) == 0 {
-			continue // gone meanwhile, or a kernel thread
-		}
-		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && zombieStat(stat) {
-			continue
+			continue // gone meanwhile, a zombie or a kernel thread (proc(5))
 		}
 		if bytes.Contains(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), []byte(token)) {
 			pids = append(pids, pid)
@@ -110,47 +107,35 @@ func GuestProcesses(token string) ([]int, error) {
 	return pids, nil
 }
 
-// zombieStat reads the state field of /proc/PID/stat, which follows the
-// parenthesised command name (proc(5)).
-func zombieStat(stat []byte) bool {
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
-}
-
 // WaitGuestProcess waits until a process whose command line contains token
 // runs, and returns when it was first seen.
 func WaitGuestProcess(ctx context.Context, t testing.TB, token string) time.Time {
 	t.Helper()
-	for {
-		pids, err := GuestProcesses(token)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pids) > 0 {
-			return time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no process with %q ever ran: %v", token, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return waitGuestProcesses(ctx, t, token, true)
 }
 
 // WaitGuestProcessGone waits until no process with token is left, and
 // returns when that was seen; it fails the test if one outlives ctx.
 func WaitGuestProcessGone(ctx context.Context, t testing.TB, token string) time.Time {
 	t.Helper()
+	return waitGuestProcesses(ctx, t, token, false)
+}
+
+func waitGuestProcesses(ctx context.Context, t testing.TB, token string, running bool) time.Time {
+	t.Helper()
 	for {
 		pids, err := GuestProcesses(token)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(pids) == 0 {
+		if (len(pids) > 0) == running {
 			return time.Now()
 		}
 		select {
 		case <-ctx.Done():
+			if running {
+				t.Fatalf("no process with %q ever ran: %v", token, ctx.Err())
+			}
 			t.Fatalf("processes %v with %q still run: %v", pids, token, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
