@@ -84,7 +84,7 @@ executor:
 	$(GO) build -ldflags "$(LDFLAGS_OURS)" -o bin/ ./cmd/bhyve-executor
 
 # Side-by-side measurements on the simulated host (root); see ci/bench/README.md.
-bench:
+bench: runner-sandbox executor
 	@bash ci/install-deps.sh
 	$(GO) run ./ci/bench
 

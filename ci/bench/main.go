@@ -115,18 +115,19 @@ func rowSpecs() []rowSpec {
 		{id: "4", what: "streaming 1GiB of job output", fn: streamRow, targets: []target{
 			unmeasured("streaming_throughput_vs_ssh", ">=0.8x"), unmeasured("streaming_memory_flat", "<=1.25x")}},
 		{id: "5", what: "8 concurrent cold jobs", fn: concurrencyRow},
+		{id: "7", what: "scale-out: 2 hosts vs 1 host", fn: scaleRow},
 	}
 }
 
 func run() (status int) {
-	rowsFlag := flag.String("rows", "1,2,3,4,5", "comma-separated rows to measure")
+	rowsFlag := flag.String("rows", "1,2,3,4,5,7", "comma-separated rows to measure")
 	verbose := flag.Bool("v", false, "show diagnostics of the code under test on stderr")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, r := range strings.Split(*rowsFlag, ",") {
 		id := strings.TrimSpace(r)
 		if !slices.ContainsFunc(rowSpecs(), func(s rowSpec) bool { return s.id == id }) {
-			fmt.Fprintf(os.Stderr, "bench: -rows: there is no row %q (rows are 1 to 5)\n", id)
+			fmt.Fprintf(os.Stderr, "bench: -rows: there is no row %q (rows are 1 to 5 and 7)\n", id)
 			return 2
 		}
 		want[id] = true

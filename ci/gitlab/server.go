@@ -61,7 +61,9 @@ type Server struct {
 	url     string
 	dir     string
 	tempDir bool
-	served  chan struct{}
+	serving sync.WaitGroup // one per listener
+
+	closed bool // under mu: Close began, AddListener refuses
 
 	mu           sync.Mutex
 	regToken     string
@@ -95,7 +97,6 @@ func Start(opts Options) (*Server, error) {
 		queueChanged: make(chan struct{}),
 		nextJobID:    1001,
 		projects:     map[string]*project{},
-		served:       make(chan struct{}),
 	}
 	if s.opts.TraceUpdateInterval <= 0 {
 		s.opts.TraceUpdateInterval = 3 * time.Second
@@ -131,23 +132,45 @@ func Start(opts Options) (*Server, error) {
 	}
 	s.url = "http://" + s.ln.Addr().String()
 	s.http = &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
-	go func() {
-		defer close(s.served)
-		_ = s.http.Serve(s.ln)
-	}()
+	s.serve(s.ln)
 	return s, nil
+}
+
+func (s *Server) serve(ln net.Listener) {
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		_ = s.http.Serve(ln)
+	}()
+}
+
+// AddListener serves the same GitLab (one queue, one set of runners and
+// repositories) on another listener too, as one GitLab instance is reached
+// by runners on several networks. It returns the base URL runners there are
+// configured with; job payloads name whichever address a runner reached
+// (baseURL), so each runner and its guests get URLs that work for them.
+// Close closes ln with the others.
+func (s *Server) AddListener(ln net.Listener) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", errors.New("fake gitlab: AddListener after Close")
+	}
+	s.serve(ln)
+	return "http://" + ln.Addr().String(), nil
 }
 
 // Close stops serving, waits for the requests in flight (long polls end at
 // once) and removes the temporary directory.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	s.closed = true
 	s.bumpQueueLocked() // wake long polls
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := s.http.Shutdown(ctx)
-	<-s.served
+	s.serving.Wait()
 	if s.tempDir {
 		if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
 			err = rerr

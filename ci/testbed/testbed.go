@@ -52,6 +52,8 @@ type Options struct {
 	GitLab gitlab.Options
 	// Files of the default project (a README if nil).
 	Files map[string]string
+
+	join *Testbed // set by Join: serve join's GitLab on this host too
 }
 
 // Testbed is one simulated bhyve host with a fake GitLab beside it.
@@ -67,6 +69,8 @@ type Testbed struct {
 	ExecutorBin  string // bhyve-executor
 
 	closeHost func() error // set by Up: New's host goes with its test
+	url       string       // GitLab as this host reaches it (set by Join)
+	borrowed  bool         // GitLab belongs to another testbed (Join, Sibling)
 }
 
 // New brings up a testbed whose teardown (t.Cleanup) checks that nothing of
@@ -78,7 +82,7 @@ func New(t testing.TB, o Options) *Testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tb.GitLab.Close() })
+	t.Cleanup(func() { tb.closeGitLab() })
 	return tb
 }
 
@@ -88,6 +92,12 @@ func Up(ctx context.Context, o Options, runnerBin, executorBin string) (*Testbed
 	dir, err := os.MkdirTemp("", "bhyve-testbed-")
 	if err != nil {
 		return nil, err
+	}
+	if o.Sim.Root == "" {
+		// sim.Start's default root is the one shared host of `make sim-up`:
+		// a second Up would attach to the first's host, and Close would
+		// tear down a host someone else is using.
+		o.Sim.Root = filepath.Join(dir, "sim")
 	}
 	var host *sim.Host
 	tb, err := up(ctx, o, runnerBin, executorBin, func(so sim.Options) (*sim.Host, error) {
@@ -109,7 +119,7 @@ func Up(ctx context.Context, o Options, runnerBin, executorBin string) (*Testbed
 // Close stops the fake GitLab and, for a testbed from Up, tears the host
 // down and removes the config directory.
 func (tb *Testbed) Close() error {
-	err := tb.GitLab.Close()
+	err := tb.closeGitLab()
 	if tb.closeHost != nil {
 		err = errors.Join(err, tb.closeHost(), os.RemoveAll(tb.Dir))
 		tb.closeHost = nil
@@ -150,6 +160,9 @@ func up(ctx context.Context, o Options, runnerBin, executorBin string, startHost
 	if err != nil {
 		return nil, fmt.Errorf("listen on the host's bridge: %w", err)
 	}
+	if o.join != nil {
+		return joinGitLab(tb, o.join, ln)
+	}
 	gopts := o.GitLab
 	gopts.Listener = ln
 	if gopts.LongPoll == 0 {
@@ -178,15 +191,24 @@ func up(ctx context.Context, o Options, runnerBin, executorBin string, startHost
 // without them fails: it must never pass by testing nothing.
 func Binaries(t testing.TB) (runner, executor string) {
 	t.Helper()
+	runner, executor, err := FindBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runner, executor
+}
+
+// FindBinaries is Binaries outside a test (the bench).
+func FindBinaries() (runner, executor string, err error) {
 	root := repoRoot()
 	runner = firstNonEmpty(os.Getenv(EnvRunner), filepath.Join(root, "bin", "gitlab-runner-sandbox"))
 	executor = firstNonEmpty(os.Getenv(EnvExecutor), filepath.Join(root, "bin", "bhyve-executor"))
 	for _, p := range []struct{ path, make string }{{runner, "make runner-sandbox"}, {executor, "make executor"}} {
 		if st, err := os.Stat(p.path); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			t.Fatalf("%s is missing or not executable: build it with `%s` (make test does)", p.path, p.make)
+			return "", "", fmt.Errorf("%s is missing or not executable: build it with `%s` (make test does)", p.path, p.make)
 		}
 	}
-	return runner, executor
+	return runner, executor, nil
 }
 
 func repoRoot() string {
@@ -264,7 +286,7 @@ func (tb *Testbed) Register(ctx context.Context, t testing.TB, name, executor st
 func (tb *Testbed) RegisterRunner(ctx context.Context, name, executor string, extra ...string) (string, error) {
 	token := tb.GitLab.CreateRunner(name)
 	args := []string{"register", "--non-interactive",
-		"--url", tb.GitLab.URL(), "--token", token,
+		"--url", tb.URL(), "--token", token,
 		"--executor", executor, "--name", name}
 	out, err := tb.Command(ctx, append(args, extra...)...).CombinedOutput()
 	if err != nil {
@@ -341,9 +363,17 @@ func (tb *Testbed) Wait(ctx context.Context, t testing.TB, id int64) gitlab.JobR
 // VMs lists the host's VMs by name (`vm list`), templates included.
 func (tb *Testbed) VMs(ctx context.Context, t testing.TB) []string {
 	t.Helper()
+	names, err := tb.listVMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func (tb *Testbed) listVMs(ctx context.Context) ([]string, error) {
 	r, err := tb.Host.VM(ctx, "list")
 	if err != nil {
-		t.Fatalf("vm list: %v", err)
+		return nil, fmt.Errorf("vm list: %w", err)
 	}
 	var names []string
 	for i, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
@@ -351,7 +381,7 @@ func (tb *Testbed) VMs(ctx context.Context, t testing.TB) []string {
 			names = append(names, f[0])
 		}
 	}
-	return names
+	return names, nil
 }
 
 // WaitOnlyTemplates waits until `vm list` shows nothing but templates: every
@@ -389,5 +419,5 @@ func contains(list []string, s string) bool {
 
 // String names the testbed in failure messages.
 func (tb *Testbed) String() string {
-	return fmt.Sprintf("testbed(host %s, gitlab %s)", tb.Host.ID(), tb.GitLab.URL())
+	return fmt.Sprintf("testbed(host %s, gitlab %s)", tb.Host.ID(), tb.URL())
 }
