@@ -107,8 +107,8 @@ func (s *vmSampler) presence(name string) (first, last, missing int) {
 	return first, last, missing
 }
 
-// linesWith are the lines of a runner's log that mention s.
-func linesWith(log, s string) []string {
+// logLinesWith are the lines of a runner's log that mention s.
+func logLinesWith(log, s string) []string {
 	var lines []string
 	for _, l := range strings.Split(testbed.Plain(log), "\n") {
 		if strings.Contains(l, s) {
@@ -220,7 +220,7 @@ func TestScaleTwoRunProcessesSweepOnlyTheirOwn(t *testing.T) {
 	pa = a.Start(t, "run")
 	require.NoError(t, pa.WaitLog(ctx, "orphaned VM "+nativeVM), "the restarted runner sweeps its orphan")
 	t.Logf("restarted %s swept %s %v after the kill", native, nativeVM, time.Since(killedAt).Round(time.Millisecond))
-	assert.Empty(t, linesWith(pa.Log(), customVM), "the native runner's sweep looked at the Custom runner's VM")
+	assert.Empty(t, logLinesWith(pa.Log(), customVM), "the native runner's sweep looked at the Custom runner's VM")
 	left := a.VMs(ctx, t)
 	assert.NotContains(t, left, nativeVM, "the orphan is destroyed")
 	assert.Contains(t, left, customVM, "the other runner's running VM is untouched by the sweep")
@@ -246,7 +246,7 @@ func TestScaleTwoRunProcessesSweepOnlyTheirOwn(t *testing.T) {
 	left = a.VMs(ctx, t)
 	assert.NotContains(t, left, nativeVM)
 	assert.Contains(t, left, customVM, "the native runner's sweep must not take the Custom runner's orphan")
-	assert.Empty(t, linesWith(pa.Log(), customVM), "the native runner's sweep looked at the Custom runner's orphan")
+	assert.Empty(t, logLinesWith(pa.Log(), customVM), "the native runner's sweep looked at the Custom runner's orphan")
 
 	// The Custom runner's orphan is its operator's to sweep, as the README
 	// says: `bhyve-executor sweep --force` with that runner's settings.

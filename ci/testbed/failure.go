@@ -38,47 +38,6 @@ func (tb *Testbed) RegisterFrontEnd(ctx context.Context, t testing.TB, fe FrontE
 	return tb.Register(ctx, t, name, fe.Executor, extra...)
 }
 
-// WaitTrace waits until job id's trace, as GitLab received it, contains s,
-// and returns that trace. It fails the test if the job finishes first or
-// ctx ends.
-func (tb *Testbed) WaitTrace(ctx context.Context, t testing.TB, id int64, s string) string {
-	t.Helper()
-	for {
-		rec, ok := tb.GitLab.Job(id)
-		if !ok {
-			t.Fatalf("no job %d", id)
-		}
-		if strings.Contains(rec.Trace, s) {
-			return rec.Trace
-		}
-		if rec.Done() {
-			t.Fatalf("job %d ended %s before its trace showed %q:\n%s", id, rec.Status, s, Plain(rec.Trace))
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("job %d: trace never showed %q (%v); trace so far:\n%s", id, s, ctx.Err(), Plain(rec.Trace))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// VMCalls counts the `vm SUBCOMMAND` invocations on the host so far
-// (vm-bhyve's background `_run` included).
-func (tb *Testbed) VMCalls(t testing.TB, sub string) int {
-	t.Helper()
-	calls, err := tb.Host.VMInvocations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, args := range calls {
-		if len(args) > 0 && args[0] == sub {
-			n++
-		}
-	}
-	return n
-}
-
 // GuestProcesses lists the PIDs of live processes on this machine whose
 // command line contains token. Simulated guests are namespaces of this
 // machine, so a job script's processes are visible here: a test gives its
