@@ -63,7 +63,8 @@ type Size struct {
 	CPUs   int
 	Memory hostmem.Size
 	// Set lists the conf assignments that differ from the template's
-	// (cpu=4, memory=8G), written into the clone before it starts.
+	// (cpu=4, memory=8G), written into the clone before it starts. Empty:
+	// the template's size, which a warm pool VM has.
 	Set []string
 	// From says where the figures came from, for the job log.
 	From string
@@ -125,8 +126,10 @@ func resolveSize(template string, conf map[string]string, req Resources, lim Lim
 		if topo := cpuTopology(conf); topo != "" && req.CPUs != size.CPUs {
 			return Size{}, failure.Configf("%s %d cannot be applied: template %s fixes its CPU topology (%s), which must multiply to cpu; remove %s, or set the topology in a template of that size", VarCPUs, req.CPUs, template, topo, VarCPUs)
 		}
-		size.CPUs = req.CPUs
-		size.Set = append(size.Set, "cpu="+strconv.Itoa(req.CPUs))
+		if req.CPUs != size.CPUs {
+			size.CPUs = req.CPUs
+			size.Set = append(size.Set, "cpu="+strconv.Itoa(req.CPUs))
+		}
 		from = append(from, VarCPUs)
 	}
 	if req.Memory > 0 {
@@ -137,8 +140,10 @@ func resolveSize(template string, conf map[string]string, req Resources, lim Lim
 		if req.Memory > maxMem {
 			return Size{}, failure.Configf("%s %s is above max_memory %s (%s); ask for at most %s, or raise max_memory", VarMemory, req.Memory, maxMem, capFrom, maxMem)
 		}
-		size.Memory = req.Memory
-		size.Set = append(size.Set, "memory="+req.Memory.String())
+		if req.Memory != size.Memory {
+			size.Memory = req.Memory
+			size.Set = append(size.Set, "memory="+req.Memory.String())
+		}
 		from = append(from, VarMemory)
 	}
 	if len(from) > 0 {

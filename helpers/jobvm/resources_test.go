@@ -79,6 +79,8 @@ func TestResolveSize(t *testing.T) {
 			Size{CPUs: 8, Memory: 4 * hostmem.GiB, Set: []string{"cpu=8", "memory=4G"}, From: "BHYVE_CPUS, BHYVE_MEMORY"}, ""},
 		{"smaller than the template", tmpl, Resources{CPUs: 1, Memory: 512 * hostmem.MiB}, Limits{},
 			Size{CPUs: 1, Memory: 512 * hostmem.MiB, Set: []string{"cpu=1", "memory=512M"}, From: "BHYVE_CPUS, BHYVE_MEMORY"}, ""},
+		{"asking for the template's size changes nothing", tmpl, Resources{CPUs: 2, Memory: hostmem.GiB}, capped,
+			Size{CPUs: 2, Memory: hostmem.GiB, From: "BHYVE_CPUS, BHYVE_MEMORY"}, ""},
 		{"memory above the cap names it", tmpl, Resources{Memory: 5 * hostmem.GiB}, capped, Size{},
 			`BHYVE_MEMORY 5G is above max_memory 4G (bhyve.toml: runners."r".max_memory); ask for at most 4G, or raise max_memory`},
 		{"cpus above the cap names it", tmpl, Resources{CPUs: 9}, capped, Size{},
