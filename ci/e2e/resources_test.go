@@ -84,12 +84,16 @@ func waitVMInfo(ctx context.Context, t *testing.T, tb *testbed.Testbed) string {
 // job until memory frees up, then runs it; the Custom executor fails the
 // prepare with the reason in the trace.
 func TestAdmissionWhenTheHostIsShortOfMemory(t *testing.T) {
-	t.Run("bhyve", func(t *testing.T) {
+	shortBed := func(t *testing.T, executor string) (context.Context, *testbed.Testbed, *testbed.Process) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		tb, p := resourcesBed(t, ctx, "bhyve")
+		t.Cleanup(cancel)
+		tb, p := resourcesBed(t, ctx, executor)
 		require.NoError(t, tb.Host.SetFreeMemory(1536<<20))
+		return ctx, tb, p
+	}
+	t.Run("bhyve", func(t *testing.T) {
+		ctx, tb, p := shortBed(t, "bhyve")
 		id := tb.Enqueue(t, gitlab.JobSpec{Name: "waits", Script: []string{"echo ran"}})
 		require.NoError(t, p.WaitLog(ctx, "requesting no jobs until host memory frees up"))
 		time.Sleep(3 * time.Second) // three check_intervals
@@ -106,11 +110,7 @@ func TestAdmissionWhenTheHostIsShortOfMemory(t *testing.T) {
 		tb.WaitOnlyTemplates(ctx, t)
 	})
 	t.Run("custom", func(t *testing.T) {
-		t.Parallel()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		tb, _ := resourcesBed(t, ctx, "custom")
-		require.NoError(t, tb.Host.SetFreeMemory(1536<<20))
+		ctx, tb, _ := shortBed(t, "custom")
 		id := tb.Enqueue(t, gitlab.JobSpec{Name: "refused", Script: []string{"echo must not run"}})
 		rec := tb.Wait(ctx, t, id)
 		assert.Equal(t, "failed", rec.Status)
