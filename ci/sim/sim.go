@@ -27,6 +27,7 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/host"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysctl"
 )
 
 // Version modes of the fake vm command.
@@ -341,4 +342,32 @@ func Attach(root string) (*Host, error) {
 		return nil, fmt.Errorf("no simulated host is running at %s", root)
 	}
 	return &Host{cfg: cfg}, nil
+}
+
+// SysctlCommand is the fake sysctl(8): the host's memory and CPU figures
+// (hw.pagesize, hw.physmem, hw.ncpu, vm.stats.vm.v_*_count), 16 GiB with
+// 12 GiB free and 8 CPUs until a test changes them.
+func (h *Host) SysctlCommand() string { return h.cfg.SysctlCommand() }
+
+// SetSysctl changes numeric sysctl variables of the host; the next sysctl
+// run reads them.
+func (h *Host) SetSysctl(values map[string]uint64) error {
+	v, err := sysctl.Load(h.cfg.SysctlValues())
+	if err != nil {
+		return err
+	}
+	for k, n := range values {
+		v[k] = n
+	}
+	return sysctl.Store(h.cfg.SysctlValues(), v)
+}
+
+// SetFreeMemory makes the host's free memory bytes (rounded down to whole
+// pages), none of it inactive.
+func (h *Host) SetFreeMemory(bytes uint64) error {
+	v, err := sysctl.Load(h.cfg.SysctlValues())
+	if err != nil {
+		return err
+	}
+	return h.SetSysctl(map[string]uint64{"vm.stats.vm.v_free_count": bytes / v["hw.pagesize"], "vm.stats.vm.v_inactive_count": 0})
 }

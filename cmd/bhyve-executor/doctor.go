@@ -69,6 +69,7 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	doctorSysrc(c, s)
 	if vmOK {
 		doctorTemplateState(ctx, c, s, d, s.Template)
+		doctorResources(ctx, c, s, h)
 	}
 	doctorLeases(ctx, c, s)
 	doctorSSH(c, s)

@@ -30,7 +30,17 @@ func prepareStage(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintln(a.stdout, "WARNING: ssh.insecure_skip_host_key_check is set: the VM's identity is not verified")
 	}
 
+	// The job's BHYVE_CPUS and BHYVE_MEMORY, read here only: a bad value
+	// fails the prepare, not the cleanup of a VM that never was.
+	res, err := jobvm.ParseResources(func(name string) string { return a.env("CUSTOM_ENV_" + name) })
+	if err != nil {
+		return err
+	}
+	// Admission does not wait (AdmissionWait 0): the Custom executor has no
+	// Acquire to hold back job requests, so a full host fails the prepare at
+	// once, gitlab-runner retries it (3 attempts), and the job's log says why.
 	m := h.Manager(s, template, "")
+	m.Config.Resources = res
 	logf := func(format string, args ...any) { fmt.Fprintf(a.stdout, format+"\n", args...) }
 	vm, err := m.Create(ctx, jobvm.Job{ID: j.ID, Slot: j.Slot}, logf)
 	if err != nil {

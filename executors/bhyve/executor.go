@@ -55,13 +55,22 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 		e.BuildLogger.Warningln("bhyve: ssh.insecure_skip_host_key_check is set: the VM's identity is not verified")
 	}
 
+	// Job variables, expanded like image: (BHYVE_MEMORY: $BIG_VM works).
+	vars := e.Build.GetAllVariables()
+	res, err := jobvm.ParseResources(func(name string) string { return e.ExpandValue(vars.Value(name)) })
+	if err != nil {
+		e.BuildLogger.Errorln(err.Error())
+		return buildError(err)
+	}
+
 	slot, _ := options.Build.ExecutorData.(*core.Slot)
 	e.job, err = e.provider.core.Prepare(options.Context, slot, r, core.Request{
-		JobID:    e.Build.ID,
-		Slot:     e.Build.RunnerID,
-		Image:    e.ExpandValue(e.Build.Image.Name),
-		Shell:    e.BuildShell.CmdLine,
-		Observer: stages{e},
+		JobID:     e.Build.ID,
+		Slot:      e.Build.RunnerID,
+		Image:     e.ExpandValue(e.Build.Image.Name),
+		Shell:     e.BuildShell.CmdLine,
+		Resources: res,
+		Observer:  stages{e},
 	}, e.logf)
 	if err != nil {
 		err = e.masked(err)

@@ -88,7 +88,8 @@ func runner(config *common.RunnerConfig) (core.Runner, error) {
 
 // Acquire runs before every job request. It claims a warm VM (or leave to
 // boot one) and says "no free executor" when the runner's VMs are all busy
-// at its limit. The first call for a runner also sweeps its orphans.
+// at its limit, or when a VM of the template's size would leave less than
+// memory_reserve free on the host. The first call for a runner also sweeps its orphans.
 func (p *provider) Acquire(config *common.RunnerConfig) (common.ExecutorData, error) {
 	r, err := runner(config)
 	if err != nil {
@@ -96,7 +97,7 @@ func (p *provider) Acquire(config *common.RunnerConfig) (common.ExecutorData, er
 		return nil, nil
 	}
 	slot, err := p.core.Acquire(r)
-	if errors.Is(err, core.ErrExhausted) {
+	if errors.Is(err, core.ErrExhausted) || errors.Is(err, core.ErrNoMemory) {
 		return nil, &common.NoFreeExecutorError{Message: err.Error()}
 	}
 	if err != nil {

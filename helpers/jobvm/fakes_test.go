@@ -46,7 +46,9 @@ type fakeVM struct {
 func newFakeHypervisor(templates ...string) *fakeHypervisor {
 	h := &fakeHypervisor{vms: map[string]*fakeVM{}, partial: map[string]time.Time{}, boot: []vmbhyve.State{vmbhyve.StateLocked, vmbhyve.StateRunning}}
 	for _, t := range templates {
-		h.vms[t] = &fakeVM{conf: map[string]string{"loader": "bhyveload"}, state: vmbhyve.StateStopped}
+		// cpu and memory are required in every vm-bhyve guest's conf
+		// (core::__start refuses to start one without them).
+		h.vms[t] = &fakeVM{conf: map[string]string{"loader": "bhyveload", "cpu": "2", "memory": "1G"}, state: vmbhyve.StateStopped}
 	}
 	return h
 }

@@ -91,6 +91,12 @@ type Config struct {
 	NamePrefix  string
 	Shell       string        // command line the stage script is piped to
 	BootTimeout time.Duration // vm start -> SSH ready
+	// Resources is the job's request, Limits the operator's bounds, and
+	// AdmissionWait how long a VM may wait for host memory (0: refuse at
+	// once); see resources.go.
+	Resources     Resources
+	Limits        Limits
+	AdmissionWait time.Duration
 }
 
 // Job identifies the CI job a VM is for.
@@ -110,6 +116,8 @@ type Manager struct {
 	Config   Config
 	Observer Observer
 	Now      func() time.Time
+	// Memory reads the host's free memory for admission; nil admits all.
+	Memory MemoryGauge
 
 	// Held is the set of VM names this process is using; a sweep never
 	// touches them.
@@ -169,6 +177,10 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 		return nil, fmt.Errorf("VM name %q built from name_prefix and runner name is not valid for vm-bhyve: %w", name, err)
 	}
 	if err := m.replaceLeftover(ctx, name, jobID, logf); err != nil {
+		return nil, err
+	}
+	size, err := m.sizeAndAdmit(ctx, logf)
+	if err != nil {
 		return nil, err
 	}
 
@@ -248,6 +260,9 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 		return nil, fmt.Errorf("write MAC and ownership marker into %s's config: %w", name, err)
 	}
 	v.MAC = mac
+	if err := m.writeSize(ctx, name, size); err != nil {
+		return nil, err
+	}
 
 	// Everything from `vm start` to an SSH session shares one deadline: an
 	// operator thinks in "how long may a boot take", not per step.

@@ -29,6 +29,7 @@ type Collector struct {
 	ready    *prometheus.HistogramVec
 	failures *prometheus.CounterVec
 	swept    *prometheus.CounterVec
+	refused  *prometheus.CounterVec
 	vms      *prometheus.Desc
 	retries  *prometheus.Desc
 
@@ -60,6 +61,10 @@ func New() *Collector {
 			Name: "gitlab_runner_bhyve_orphans_swept_total",
 			Help: "Orphaned job VMs (their runner process gone) destroyed by a sweep.",
 		}, []string{"runner"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitlab_runner_bhyve_admissions_refused_total",
+			Help: "VMs not started because their memory would leave less than memory_reserve free on the host, by stage: acquire (no job requested: a VM of the template's size does not fit) or prepare (the job's VM did not fit in time).",
+		}, []string{"runner", "stage"}),
 		vms: prometheus.NewDesc("gitlab_runner_bhyve_vms",
 			"VMs by state: idle (booted, waiting in the pool), booting (for the pool), in_use (held by a job, warm or cold) and destroying (powered off, being destroyed in the background); all count against the runner's limit.",
 			[]string{"runner", "state"}, nil),
@@ -82,6 +87,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.ready.Describe(ch)
 	c.failures.Describe(ch)
 	c.swept.Describe(ch)
+	c.refused.Describe(ch)
 	ch <- c.vms
 	ch <- c.retries
 }
@@ -92,6 +98,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.ready.Collect(ch)
 	c.failures.Collect(ch)
 	c.swept.Collect(ch)
+	c.refused.Collect(ch)
 	c.mu.Lock()
 	pools := c.pools
 	c.mu.Unlock()
@@ -158,4 +165,10 @@ func (c *Collector) StageFailed(runner string, err error) {
 // Swept counts orphans a sweep destroyed.
 func (c *Collector) Swept(runner string, n int) {
 	c.swept.WithLabelValues(runner).Add(float64(n))
+}
+
+// AdmissionRefused counts a VM admission refused at stage ("acquire" or
+// "prepare").
+func (c *Collector) AdmissionRefused(runner, stage string) {
+	c.refused.WithLabelValues(runner, stage).Inc()
 }

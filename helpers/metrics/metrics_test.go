@@ -35,6 +35,9 @@ func TestCollector(t *testing.T) {
 	c.StageFailed("r1", fmt.Errorf("stage: %w", context.Canceled))
 	c.StageFailed("r1", errors.New("connection lost"))
 	c.Swept("r1", 2)
+	c.AdmissionRefused("r1", "acquire")
+	c.AdmissionRefused("r1", "acquire")
+	c.AdmissionRefused("r1", "prepare")
 	c.SetPools(func() []PoolStats {
 		return []PoolStats{{Runner: "r1", Idle: 2, Booting: 1, InUse: 3, Destroying: 4, DestroyRetries: 5}}
 	})
@@ -43,6 +46,10 @@ func TestCollector(t *testing.T) {
 	assert.Equal(t, 2, testutil.CollectAndCount(c, "gitlab_runner_bhyve_job_vm_ready_seconds"))
 
 	want := `
+# HELP gitlab_runner_bhyve_admissions_refused_total VMs not started because their memory would leave less than memory_reserve free on the host, by stage: acquire (no job requested: a VM of the template's size does not fit) or prepare (the job's VM did not fit in time).
+# TYPE gitlab_runner_bhyve_admissions_refused_total counter
+gitlab_runner_bhyve_admissions_refused_total{runner="r1",stage="acquire"} 2
+gitlab_runner_bhyve_admissions_refused_total{runner="r1",stage="prepare"} 1
 # HELP gitlab_runner_bhyve_destroy_retries_total Destroys of VMs tried again after a failure (each failure is also in gitlab_runner_bhyve_failures_total); a VM is retried until it is gone.
 # TYPE gitlab_runner_bhyve_destroy_retries_total counter
 gitlab_runner_bhyve_destroy_retries_total{runner="r1"} 5
@@ -63,7 +70,7 @@ gitlab_runner_bhyve_vms{runner="r1",state="idle"} 2
 gitlab_runner_bhyve_vms{runner="r1",state="in_use"} 3
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
-		"gitlab_runner_bhyve_destroy_retries_total", "gitlab_runner_bhyve_failures_total", "gitlab_runner_bhyve_orphans_swept_total", "gitlab_runner_bhyve_vms"))
+		"gitlab_runner_bhyve_admissions_refused_total", "gitlab_runner_bhyve_destroy_retries_total", "gitlab_runner_bhyve_failures_total", "gitlab_runner_bhyve_orphans_swept_total", "gitlab_runner_bhyve_vms"))
 
 	lint, err := testutil.CollectAndLint(c)
 	require.NoError(t, err)

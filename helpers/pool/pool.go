@@ -148,6 +148,10 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 	return &Lease[T]{p: p, counted: true}, nil
 }
 
+// Warm reports whether the lease holds an idle VM not yet taken; Take may
+// still find it out of date or gone.
+func (l *Lease[T]) Warm() bool { return l != nil && l.e != nil && !l.taken }
+
 // Take hands the lease's warm VM to the job, after checking that it was
 // made from recipe (what the job's settings make now) and still answers. It
 // reports false when there is no such VM (boot one cold); an out-of-date or

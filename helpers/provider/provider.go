@@ -24,6 +24,7 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/metrics"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/pool"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
 )
 
 // Runner is what the front-end knows about one [[runners]] entry.
@@ -41,6 +42,11 @@ func (r Runner) Settings() (*settings.Settings, error) {
 // ErrExhausted means the runner's pool is empty and at its limit: ask GitLab
 // for no job until a VM is free.
 var ErrExhausted = pool.ErrExhausted
+
+// ErrNoMemory means a VM of the template's size would leave less than
+// memory_reserve free on the host: ask GitLab for no job until memory frees
+// up. It wraps the *jobvm.AdmissionError that says by how much.
+var ErrNoMemory = errors.New("bhyve: not enough free host memory for a VM of the template's size")
 
 // Provider is the process-wide state. The zero value is not usable; use New.
 type Provider struct {
@@ -81,6 +87,7 @@ type runnerState struct {
 	runner    Runner // the latest the front-end passed
 	pool      *pool.Pool[*poolVM]
 	poolError string // the last reason the pool could not start, logged once
+	refusing  bool   // Acquire refuses for lack of memory (logged on change)
 }
 
 // New returns a Provider. It touches nothing on the host: upstream builds
@@ -136,6 +143,12 @@ func (p *Provider) Acquire(r Runner) (*Slot, error) {
 	lease, err := pl.Acquire()
 	if err != nil {
 		return nil, err
+	}
+	if !lease.Warm() {
+		if err := p.admitDefault(st); err != nil {
+			pl.Release(lease)
+			return nil, err
+		}
 	}
 	return &Slot{state: st, lease: lease}, nil
 }
@@ -369,6 +382,8 @@ type Request struct {
 	Slot  int    // the job's concurrency slot (CI_CONCURRENT_ID)
 	Image string // the job's image:, already expanded
 	Shell string // the command line stage scripts are piped to ("" = settings)
+	// Resources is the job's BHYVE_CPUS and BHYVE_MEMORY.
+	Resources jobvm.Resources
 	// Observer, if set, also sees the VM's phases (the native executor maps
 	// them to executor stages).
 	Observer jobvm.Observer
@@ -414,11 +429,23 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		// it counts against the limit until destroyed.
 		job.lease = slot.lease
 	}
-	if slot != nil && slot.lease != nil && template == s.Template {
+	m := host.Manager(s, template, shell)
+	m.Config.Resources = req.Resources
+	// Upstream asked GitLab for this job after Acquire found room for a VM
+	// of the template's size; a bigger one waits for memory a while.
+	m.Config.AdmissionWait = s.BootTimeout
+	// A pool VM has the template's size: a job that asks for another boots
+	// its own. An unknown template is left for the clone to report.
+	size, err := m.Size()
+	if err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
+		return nil, err
+	}
+	if slot != nil && slot.lease != nil && template == s.Template && err == nil && len(size.Set) == 0 {
 		if vm, ok := slot.lease.Take(ctx, recipe(s)); ok {
 			vm.Shell = shell
 			job.VM, job.Warm = vm.VM, true
 			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm.VM))
+			logf("VM size: %s", size)
 			p.metrics.Ready(r.Name, true, time.Since(start))
 			return job, nil
 		}
@@ -432,10 +459,13 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 			p.Logf("bhyve: runner %q: %v", r.Name, err)
 		}
 	}
-	m := host.Manager(s, template, shell)
 	m.Observer = observers{p.metrics.Observer(r.Name), req.Observer}
 	vm, err := m.Create(ctx, jobvm.Job{ID: req.JobID, Slot: req.Slot}, logf)
 	if err != nil {
+		var refused *jobvm.AdmissionError
+		if errors.As(err, &refused) {
+			p.metrics.AdmissionRefused(r.Name, "prepare")
+		}
 		return nil, err
 	}
 	job.VM = vm

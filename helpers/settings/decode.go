@@ -43,6 +43,7 @@ type layerDoc struct {
 	VMCommand         *rawValue `toml:"vm_command"`
 	SysrcCommand      *rawValue `toml:"sysrc_command"`
 	ZFSCommand        *rawValue `toml:"zfs_command"`
+	SysctlCommand     *rawValue `toml:"sysctl_command"`
 	Privilege         *rawValue `toml:"privilege"`
 	VMDir             *rawValue `toml:"vm_dir"`
 	LeaseFile         *rawValue `toml:"lease_file"`
@@ -55,6 +56,9 @@ type layerDoc struct {
 	BuildsDir         *rawValue `toml:"builds_dir"`
 	CacheDir          *rawValue `toml:"cache_dir"`
 	Shell             *rawValue `toml:"shell"`
+	MaxCPUs           *rawValue `toml:"max_cpus"`
+	MaxMemory         *rawValue `toml:"max_memory"`
+	MemoryReserve     *rawValue `toml:"memory_reserve"`
 	SSH               *sshDoc   `toml:"ssh"`
 	Pool              *poolDoc  `toml:"pool"`
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostmem"
 )
 
 func TestLoadFullFile(t *testing.T) {
@@ -21,6 +23,7 @@ snapshot = "runner"
 allowed_images = ["freebsd-1[45]", "openbsd-.*"]
 vm_command = ["/opt/vm-bhyve/vm"]
 sysrc_command = ["/usr/sbin/sysrc", "-q"]
+sysctl_command = ["/sbin/sysctl"]
 privilege = ["/usr/local/bin/doas", "-n"]
 vm_dir = "/zroot/vm/"
 lease_file = "/var/db/kea/leases.csv"
@@ -33,6 +36,9 @@ kill_grace = "3s"
 builds_dir = "/home/ci/builds"
 cache_dir = "/var/cache/ci"
 shell = "sh"
+max_cpus = 8
+max_memory = "16G"
+memory_reserve = "2048M"
 
 [runners."ci-1".ssh]
 user = "root"
@@ -62,6 +68,7 @@ max_concurrent_boots = 4
 		VMCommand:         []string{"/opt/vm-bhyve/vm"},
 		SysrcCommand:      []string{"/usr/sbin/sysrc", "-q"},
 		ZFSCommand:        []string{"/sbin/zfs"},
+		SysctlCommand:     []string{"/sbin/sysctl"},
 		Privilege:         []string{"/usr/local/bin/doas", "-n"},
 		VMDir:             "/zroot/vm",
 		LeaseFile:         "/var/db/kea/leases.csv",
@@ -74,6 +81,9 @@ max_concurrent_boots = 4
 		BuildsDir:         "/home/ci/builds",
 		CacheDir:          "/var/cache/ci",
 		Shell:             "sh",
+		MaxCPUs:           8,
+		MaxMemory:         16 << 30,
+		MemoryReserve:     2 << 30,
 		SSH: SSH{
 			User:              "root",
 			Port:              2222,
@@ -125,6 +135,11 @@ func TestBuiltinDefaults(t *testing.T) {
 	assert.Equal(t, "/cache", s.CacheDir)
 	assert.Equal(t, "bash", s.Shell)
 	assert.Equal(t, "bash -l", s.ShellCommand())
+	assert.Empty(t, s.SysctlCommand, "the kernel is asked directly")
+	assert.Zero(t, s.MaxCPUs, "unset: the template's cpu")
+	assert.Zero(t, s.MaxMemory, "unset: the template's memory")
+	assert.Equal(t, hostmem.GiB, s.MemoryReserve)
+	assert.Equal(t, s.Path+`: runners."ci-1".max_memory`, s.Where("max_memory"))
 	assert.Equal(t, SSH{
 		User:              "gitlab-runner",
 		Port:              22,
@@ -294,6 +309,13 @@ func TestBadValues(t *testing.T) {
 		{"ssh.insecure flag string", `ssh.insecure_skip_host_key_check = "yes"`, R + `ssh.insecure_skip_host_key_check: "yes" is a string, not a boolean; expected true or false`, false},
 		{"ssh.host_key garbage", `ssh.host_key = "not a key"`, R + `ssh.host_key: pinned host key "not a key" is not a public key; expected one public key line such as "ssh-ed25519 AAAA...", the contents of the template's /etc/ssh/ssh_host_ed25519_key.pub`, false},
 		{"ssh.identity_file number", `ssh.identity_file = 1`, R + `ssh.identity_file: 1 is an integer, not a string; expected a file path`, false},
+		{"max_cpus zero", `max_cpus = 0`, R + `max_cpus: 0 is out of range; expected an integer of 1 or more, the most vCPUs a job may ask for with BHYVE_CPUS (unset: the template's cpu)`, false},
+		{"max_cpus string", `max_cpus = "4"`, R + `max_cpus: "4" is a string, not an integer; expected an integer of 1 or more, the most vCPUs a job may ask for with BHYVE_CPUS (unset: the template's cpu)`, false},
+		{"max_memory bare number", `max_memory = "8192"`, R + `max_memory: "8192" is not a memory size; expected ` + hostmem.SizeExpect + `: the most memory a job may ask for with BHYVE_MEMORY (unset: the template's memory)`, false},
+		{"max_memory zero", `max_memory = "0"`, R + `max_memory: "0" is not a memory size; expected ` + hostmem.SizeExpect + `: the most memory a job may ask for with BHYVE_MEMORY (unset: the template's memory)`, false},
+		{"max_memory integer", `max_memory = 8`, R + `max_memory: 8 is an integer, not a string; expected ` + hostmem.SizeExpect + `: the most memory a job may ask for with BHYVE_MEMORY (unset: the template's memory)`, false},
+		{"memory_reserve GB", `memory_reserve = "1GB"`, `FILE: defaults.memory_reserve: "1GB" is not a memory size; expected ` + hostmem.SizeExpect + `: the host memory that must stay free when a job VM starts, or "0"`, true},
+		{"sysctl_command string", `sysctl_command = "/sbin/sysctl"`, R + `sysctl_command: "/sbin/sysctl" is a string, not an array of strings; expected an argv array such as ["/sbin/sysctl"], or [] to read the kernel's variables directly`, false},
 		{"pool.idle_count negative", `pool.idle_count = -1`, R + `pool.idle_count: -1 is out of range; expected an integer of 0 or more`, false},
 		{"pool.idle_count string", `pool.idle_count = "2"`, R + `pool.idle_count: "2" is a string, not an integer; expected an integer of 0 or more`, false},
 		{"pool.idle_time", `pool.idle_time = "forever"`, R + `pool.idle_time: "forever" is not a duration; ` + durErr, false},
@@ -349,7 +371,7 @@ func TestUnknownKeys(t *testing.T) {
 		{"key in the wrong sub-table", minimal + "ssh.boot_timeout = \"1m\"\n",
 			`FILE: runners."ci-1".ssh.boot_timeout: unknown key; did you mean "boot_timeout" outside the ssh sub-table?`},
 		{"unknown sub-table reported once", minimal + "[runners.\"ci-1\".zfs]\npool = \"zroot\"\nsnap = \"x\"\n",
-			`FILE: runners."ci-1".zfs: unknown key; expected one of: template, snapshot, allowed_images, vm_command, sysrc_command, zfs_command, privilege, vm_dir, lease_file, name_prefix, host_id, boot_timeout, ssh_connect_timeout, stop_timeout, kill_grace, builds_dir, cache_dir, shell, ssh, pool`},
+			`FILE: runners."ci-1".zfs: unknown key; expected one of: template, snapshot, allowed_images, vm_command, sysrc_command, zfs_command, sysctl_command, privilege, vm_dir, lease_file, name_prefix, host_id, boot_timeout, ssh_connect_timeout, stop_timeout, kill_grace, builds_dir, cache_dir, shell, max_cpus, max_memory, memory_reserve, ssh, pool`},
 		{"top-level typo", "[default]\ntemplate = \"x\"\n" + minimal,
 			`FILE: default: unknown key; did you mean "defaults"?`},
 		{"top-level setting", "template = \"freebsd-14\"\n" + minimal,
@@ -425,4 +447,13 @@ func TestArgvResultsDoNotAlias(t *testing.T) {
 	assert.Equal(t, []string{"sudo", "-n"}, s.Privilege)
 	assert.Equal(t, []string{"sudo", "-n", "vm", "list"}, s.VMArgv("list"))
 	assert.Equal(t, []string{"sysrc", "-f", "c"}, (&Settings{SysrcCommand: []string{"sysrc"}}).SysrcArgv("-f", "c"))
+}
+
+// TestMemoryReserveZero: "0" turns the reserve off (a VM must still fit in
+// the free memory), the one size written without a unit.
+func TestMemoryReserveZero(t *testing.T) {
+	f := newFixture(t)
+	s, err := Load(f.settings(t, f.minimalHostKey()+"memory_reserve = \"0\"\n"), "ci-1")
+	require.NoError(t, err)
+	assert.Zero(t, s.MemoryReserve)
 }

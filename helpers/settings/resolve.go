@@ -16,6 +16,7 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostmem"
 )
 
 // builtin is the lowest layer of the overlay, in the raw form the decoder
@@ -27,6 +28,7 @@ var builtin = map[string]any{
 	"vm_command":                       []any{"/usr/local/sbin/vm"},
 	"sysrc_command":                    []any{"/usr/sbin/sysrc"},
 	"zfs_command":                      []any{"/sbin/zfs"},
+	"sysctl_command":                   []any{},
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
 	"vm_dir":                           "/vm",
 	"lease_file":                       "/var/db/kea/kea-leases4.csv",
@@ -38,6 +40,7 @@ var builtin = map[string]any{
 	"builds_dir":                       "/builds",
 	"cache_dir":                        "/cache",
 	"shell":                            "bash",
+	"memory_reserve":                   "1G",
 	"ssh.user":                         "gitlab-runner",
 	"ssh.port":                         int64(22),
 	"ssh.keepalive_interval":           "15s",
@@ -60,7 +63,8 @@ type derived struct {
 	signers       []ssh.Signer
 	hostKey       ssh.PublicKey
 	knownHosts    *guestssh.KnownHosts
-	pinWhere      string // key that set host_key or known_hosts_file
+	pinWhere      string            // key that set host_key or known_hosts_file
+	where         map[string]string // key -> where it is set, for the resource keys
 }
 
 // Load reads the settings of runnerName from the file at path. An empty
@@ -382,6 +386,7 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.VMCommand, _ = r.argv("vm_command", 1, `an argv array such as ["/usr/local/sbin/vm"]`)
 	s.SysrcCommand, _ = r.argv("sysrc_command", 1, `an argv array such as ["/usr/sbin/sysrc"]`)
 	s.ZFSCommand, _ = r.argv("zfs_command", 1, `an argv array such as ["/sbin/zfs"]`)
+	s.SysctlCommand, _ = r.argv("sysctl_command", 0, `an argv array such as ["/sbin/sysctl"], or [] to read the kernel's variables directly`)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
 
 	absHost := func(p string) bool { return filepath.IsAbs(p) && !strings.ContainsAny(p, "\x00\n") }
@@ -411,6 +416,7 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.CacheDir = r.strMatching("cache_dir", fmt.Sprintf(guestExpect, "/cache"), guestDirValid)
 	s.Shell = r.strMatching("shell", `"bash" or "sh"`, func(v string) bool { return v == "bash" || v == "sh" })
 
+	r.resolveResources(s, d)
 	r.resolveSSH(s, d)
 
 	s.Pool.IdleCount = r.integer("pool.idle_count", 0, 1<<20, "an integer of 0 or more")
@@ -418,6 +424,36 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.Pool.MaxUseCount = r.integer("pool.max_use_count", 1, 1<<31-1, "an integer of 1 or more (1: every job gets a fresh VM)")
 	s.Pool.MaxConcurrentBoots = r.integer("pool.max_concurrent_boots", 1, 1<<10, "an integer of 1 or more")
 	return s
+}
+
+// resolveResources reads the caps on what jobs may ask for and the memory
+// admission keeps free. An unset cap is 0: the template's own size.
+func (r *resolver) resolveResources(s *Settings, d *derived) {
+	d.where = map[string]string{}
+	var where string
+	s.MaxCPUs = r.integer("max_cpus", 1, 4096, "an integer of 1 or more, the most vCPUs a job may ask for with BHYVE_CPUS (unset: the template's cpu)")
+	_, d.where["max_cpus"], _ = r.lookup("max_cpus")
+	s.MaxMemory, where = r.size("max_memory", false, "the most memory a job may ask for with BHYVE_MEMORY (unset: the template's memory)")
+	d.where["max_memory"] = where
+	s.MemoryReserve, where = r.size("memory_reserve", true, "the host memory that must stay free when a job VM starts, or \"0\"")
+	d.where["memory_reserve"] = where
+}
+
+// size reads a memory size such as "8G"; with zeroOK, "0" too.
+func (r *resolver) size(key string, zeroOK bool, what string) (hostmem.Size, string) {
+	expect := hostmem.SizeExpect + ": " + what
+	text, where, set := r.str(key, expect)
+	if !set {
+		return 0, where
+	}
+	if zeroOK && text == "0" {
+		return 0, where
+	}
+	n, err := hostmem.ParseSize(text)
+	if err != nil {
+		r.fail(where, "%s is not a memory size; expected %s", strconv.Quote(text), expect)
+	}
+	return n, where
 }
 
 // isUnset reports whether no section, the built-in one included, sets key.

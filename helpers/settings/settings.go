@@ -28,7 +28,10 @@ package settings
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostmem"
 )
 
 // FileName is the settings file's name inside gitlab-runner's config directory.
@@ -63,12 +66,17 @@ type Settings struct {
 	// SysrcCommand (sysrc_command, ["/usr/sbin/sysrc"]) edits a clone's
 	// NAME.conf before it starts.
 	SysrcCommand []string
+	// SysctlCommand (sysctl_command, []) prints numeric sysctl variables
+	// with -n; [] reads them from the kernel (FreeBSD). Run without
+	// Privilege: the variables read need none.
+	SysctlCommand []string
 	// ZFSCommand (zfs_command, ["/sbin/zfs"]) only removes partial clones:
 	// datasets a `vm clone` cut short left without a conf, which `vm`
 	// cannot see.
 	ZFSCommand []string
-	// Privilege (privilege, ["/usr/local/bin/sudo", "-n"]) prefixes the
-	// commands above. [] when the runner itself runs as root.
+	// Privilege (privilege, ["/usr/local/bin/sudo", "-n"]) prefixes
+	// VMCommand, SysrcCommand and ZFSCommand. [] when the runner itself runs
+	// as root.
 	Privilege []string
 	// VMDir (vm_dir, "/vm") is the mountpoint of vm-bhyve's vm_dir dataset.
 	VMDir string
@@ -101,6 +109,17 @@ type Settings struct {
 	CacheDir string
 	// Shell (shell, "bash") is "bash" or "sh"; see ShellCommand.
 	Shell string
+
+	// MaxCPUs (max_cpus, the template's cpu) is the most vCPUs a job may
+	// ask for with BHYVE_CPUS; 0 when unset.
+	MaxCPUs int
+	// MaxMemory (max_memory, the template's memory) is the most memory a
+	// job may ask for with BHYVE_MEMORY; 0 when unset.
+	MaxMemory hostmem.Size
+	// MemoryReserve (memory_reserve, "1G") is the host memory that must
+	// stay free after a job VM's memory is taken; a VM that would eat into
+	// it is not started.
+	MemoryReserve hostmem.Size
 
 	SSH  SSH
 	Pool Pool
@@ -204,4 +223,13 @@ func joinArgv(parts ...[]string) []string {
 		out = append(out, p...)
 	}
 	return out
+}
+
+// Where names a resource key (max_cpus, max_memory, memory_reserve) as an
+// operator finds it, "FILE: SECTION.KEY", for messages that name a cap.
+func (s *Settings) Where(key string) string {
+	if s.d != nil && s.d.where[key] != "" {
+		return s.Path + ": " + s.d.where[key]
+	}
+	return s.Path + ": runners." + strconv.Quote(s.RunnerName) + "." + key
 }

@@ -27,6 +27,7 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/guest"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/host"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysctl"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysrc"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/vmbhyve"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/zfs"
@@ -48,6 +49,7 @@ commands:
   vm ARGS...            the fake vm(8) (what ROOT/bin/vm runs)
   sysrc ARGS...         the fake sysrc(8) (what ROOT/bin/sysrc runs)
   zfs ARGS...           the fake zfs(8) list/destroy -r (what ROOT/bin/zfs runs)
+  sysctl ARGS...        the fake sysctl(8) of memory and CPU figures (ROOT/bin/sysctl)
   fault NAME [KEY=VALUE...|--clear]
                         show or set fault knobs of a VM or template
   lfc                   make Kea run its lease file cleanup now
@@ -123,7 +125,7 @@ func Main(args []string) int {
 	cmd, cmdArgs := rest[0], rest[1:]
 
 	switch cmd {
-	case "vm", "sysrc", "zfs":
+	case "vm", "sysrc", "zfs", "sysctl":
 		cfg, err := simstate.Load(root)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bhyve-sim: no simulated host at %s (run bhyve-sim up): %v\n", root, err)
@@ -137,6 +139,9 @@ func Main(args []string) int {
 		}
 		if cmd == "zfs" {
 			return zfs.Main(zfs.Open(cfg.ZFSDir()), cmdArgs, os.Stdout, os.Stderr)
+		}
+		if cmd == "sysctl" {
+			return sysctl.Main(cfg.SysctlValues(), cmdArgs, os.Stdout, os.Stderr)
 		}
 		if argv0 == "" {
 			argv0 = cfg.SysrcCommand()

@@ -160,19 +160,23 @@ func (c *Config) Marker() string { return MarkerEnv + "=" + c.ID }
 
 // Paths below the root. They are methods so every process agrees on them.
 
-func (c *Config) RunDir() string       { return filepath.Join(c.Root, "run") }
-func (c *Config) LogDir() string       { return filepath.Join(c.Root, "log") }
-func (c *Config) FaultDir() string     { return filepath.Join(c.Root, "faults") }
-func (c *Config) ZFSDir() string       { return filepath.Join(c.Root, "zfs") }
-func (c *Config) VMMDir() string       { return filepath.Join(c.Root, "dev", "vmm") }
-func (c *Config) GuestsDir() string    { return filepath.Join(c.Root, "guests") }
-func (c *Config) SSHDir() string       { return filepath.Join(c.Root, "ssh") }
-func (c *Config) RCConf() string       { return filepath.Join(c.Root, "etc", "rc.conf") }
-func (c *Config) KnownHosts() string   { return filepath.Join(c.SSHDir(), "known_hosts") }
-func (c *Config) SSHKey() string       { return filepath.Join(c.SSHDir(), "id_ed25519") }
-func (c *Config) VMCommand() string    { return filepath.Join(c.BinDir, "vm") }
-func (c *Config) SysrcCommand() string { return filepath.Join(c.BinDir, "sysrc") }
-func (c *Config) ZFSCommand() string   { return filepath.Join(c.BinDir, "zfs") }
+func (c *Config) RunDir() string        { return filepath.Join(c.Root, "run") }
+func (c *Config) LogDir() string        { return filepath.Join(c.Root, "log") }
+func (c *Config) FaultDir() string      { return filepath.Join(c.Root, "faults") }
+func (c *Config) ZFSDir() string        { return filepath.Join(c.Root, "zfs") }
+func (c *Config) VMMDir() string        { return filepath.Join(c.Root, "dev", "vmm") }
+func (c *Config) GuestsDir() string     { return filepath.Join(c.Root, "guests") }
+func (c *Config) SSHDir() string        { return filepath.Join(c.Root, "ssh") }
+func (c *Config) RCConf() string        { return filepath.Join(c.Root, "etc", "rc.conf") }
+func (c *Config) KnownHosts() string    { return filepath.Join(c.SSHDir(), "known_hosts") }
+func (c *Config) SSHKey() string        { return filepath.Join(c.SSHDir(), "id_ed25519") }
+func (c *Config) VMCommand() string     { return filepath.Join(c.BinDir, "vm") }
+func (c *Config) SysrcCommand() string  { return filepath.Join(c.BinDir, "sysrc") }
+func (c *Config) ZFSCommand() string    { return filepath.Join(c.BinDir, "zfs") }
+func (c *Config) SysctlCommand() string { return filepath.Join(c.BinDir, "sysctl") }
+
+// SysctlValues is the fake sysctl's variables, outside the VM tree.
+func (c *Config) SysctlValues() string { return filepath.Join(c.Root, "sysctl.json") }
 func (c *Config) SystemConf() string   { return filepath.Join(c.VMDir, ".config", "system.conf") }
 
 // UEFIFirmwareDir stands in for /usr/local/share/uefi-firmware, where the
