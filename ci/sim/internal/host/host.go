@@ -278,7 +278,7 @@ func install(cfg *simstate.Config, binary string) error {
 	if err := os.Rename(tmp, cfg.Binary); err != nil {
 		return fmt.Errorf("install bhyve-sim: %w", err)
 	}
-	for _, cmd := range []string{"vm", "sysrc", "zfs"} {
+	for _, cmd := range []string{"vm", "sysrc", "zfs", "arp", "ifconfig"} {
 		p := filepath.Join(cfg.BinDir, cmd)
 		if _, err := os.Stat(p); err != nil {
 			cfg.Created = append(cfg.Created, p)

@@ -43,6 +43,7 @@ const (
 // are resolved once at `up` so that an environment-cleared exec still works.
 type Tools struct {
 	IP       string `json:"ip"`
+	Bridge   string `json:"bridge"`
 	Udhcpc   string `json:"udhcpc"`
 	Sshd     string `json:"sshd"`
 	KeaDHCP4 string `json:"kea_dhcp4"`
@@ -173,7 +174,11 @@ func (c *Config) SSHKey() string       { return filepath.Join(c.SSHDir(), "id_ed
 func (c *Config) VMCommand() string    { return filepath.Join(c.BinDir, "vm") }
 func (c *Config) SysrcCommand() string { return filepath.Join(c.BinDir, "sysrc") }
 func (c *Config) ZFSCommand() string   { return filepath.Join(c.BinDir, "zfs") }
-func (c *Config) SystemConf() string   { return filepath.Join(c.VMDir, ".config", "system.conf") }
+func (c *Config) ArpCommand() string   { return filepath.Join(c.BinDir, "arp") }
+func (c *Config) IfconfigCommand() string {
+	return filepath.Join(c.BinDir, "ifconfig")
+}
+func (c *Config) SystemConf() string { return filepath.Join(c.VMDir, ".config", "system.conf") }
 
 // UEFIFirmwareDir stands in for /usr/local/share/uefi-firmware, where the
 // edk2-bhyve packages install the firmware vm::uefi looks for.
@@ -187,6 +192,16 @@ func (c *Config) InvocationLog() string { return filepath.Join(c.LogDir(), "vm-i
 
 // VMMPath is the stand-in for /dev/vmm/NAME.
 func (c *Config) VMMPath(name string) string { return filepath.Join(c.VMMDir(), name) }
+
+// SessionLog is where a RecordSessions guest records its SSH sessions.
+func (c *Config) SessionLog(name string) string {
+	return filepath.Join(c.SessionDir(name), "sessions.log")
+}
+
+// SessionDir is the host directory a RecordSessions guest writes into.
+func (c *Config) SessionDir(name string) string {
+	return filepath.Join(c.LogDir(), "sessions-"+name)
+}
 
 // GuestLog is where a guest's console (bhyve's stdio) goes.
 func (c *Config) GuestLog(name string) string {

@@ -262,6 +262,8 @@ func (v *vm) main(args []string) error {
 		return v.destroy(rest)
 	case "info":
 		return v.info(rest)
+	case "switch":
+		return v.vmSwitch(rest)
 	default:
 		return v.errf("'%s' is not supported by the bhyve simulator", cmd)
 	}
