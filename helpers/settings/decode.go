@@ -43,6 +43,9 @@ type layerDoc struct {
 	VMCommand         *rawValue `toml:"vm_command"`
 	SysrcCommand      *rawValue `toml:"sysrc_command"`
 	Privilege         *rawValue `toml:"privilege"`
+	Isolation         *rawValue `toml:"isolation"`
+	ArpCommand        *rawValue `toml:"arp_command"`
+	IfconfigCommand   *rawValue `toml:"ifconfig_command"`
 	VMDir             *rawValue `toml:"vm_dir"`
 	LeaseFile         *rawValue `toml:"lease_file"`
 	NamePrefix        *rawValue `toml:"name_prefix"`

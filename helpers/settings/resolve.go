@@ -27,6 +27,9 @@ var builtin = map[string]any{
 	"vm_command":                       []any{"/usr/local/sbin/vm"},
 	"sysrc_command":                    []any{"/usr/sbin/sysrc"},
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
+	"isolation":                        true,
+	"arp_command":                      []any{"/usr/sbin/arp"},
+	"ifconfig_command":                 []any{"/sbin/ifconfig"},
 	"vm_dir":                           "/vm",
 	"lease_file":                       "/var/db/kea/kea-leases4.csv",
 	"name_prefix":                      "ci-",
@@ -381,6 +384,9 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.VMCommand, _ = r.argv("vm_command", 1, `an argv array such as ["/usr/local/sbin/vm"]`)
 	s.SysrcCommand, _ = r.argv("sysrc_command", 1, `an argv array such as ["/usr/sbin/sysrc"]`)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
+	s.Isolation = r.boolean("isolation")
+	s.ArpCommand, _ = r.argv("arp_command", 1, `an argv array such as ["/usr/sbin/arp"]`)
+	s.IfconfigCommand, _ = r.argv("ifconfig_command", 1, `an argv array such as ["/sbin/ifconfig"]`)
 
 	absHost := func(p string) bool { return filepath.IsAbs(p) && !strings.ContainsAny(p, "\x00\n") }
 	s.VMDir = filepath.Clean(r.strMatching("vm_dir", `an absolute path, the mountpoint of vm-bhyve's vm_dir dataset such as "/vm"`, absHost))

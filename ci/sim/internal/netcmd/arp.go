@@ -202,7 +202,7 @@ func (r *runner) arpList(only netip.Addr) int {
 			continue
 		}
 		count++
-		line := fmt.Sprintf("? (%s) at %s on %s", n.Dst, n.LLAddr, n.Dev)
+		line := fmt.Sprintf("? (%s) at %s on %s", n.Dst, etherNtoa(n.LLAddr), n.Dev)
 		permanent := false
 		for _, s := range n.State {
 			permanent = permanent || s == "PERMANENT"
@@ -220,4 +220,14 @@ func (r *runner) arpList(only netip.Addr) int {
 		fmt.Fprintln(r.stdout, line)
 	}
 	return count
+}
+
+// etherNtoa prints a MAC as ether_ntoa(3) does: "%x:%x:%x:%x:%x:%x", no
+// leading zeros.
+func etherNtoa(s string) string {
+	mac, ok := etherAton(s)
+	if !ok {
+		return s
+	}
+	return fmt.Sprintf("%x:%x:%x:%x:%x:%x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])
 }
