@@ -178,10 +178,11 @@ func (h *Host) permanent(ctx context.Context, b Binding) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// One line per interface that has an entry for the address.
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) >= 4 && f[1] == "("+b.Addr.String()+")" && f[2] == "at" && sameMAC(f[3], b.MAC) {
-			return strings.Contains(l, " permanent"), nil
+		if len(f) >= 4 && f[1] == "("+b.Addr.String()+")" && f[2] == "at" && sameMAC(f[3], b.MAC) && strings.Contains(l, " permanent") {
+			return true, nil
 		}
 	}
 	return false, nil

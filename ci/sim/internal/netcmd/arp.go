@@ -196,9 +196,19 @@ func (r *runner) arpGet(host string) int {
 // Entries on the switch bridge print " [bridge]" (IFT_BRIDGE), others
 // " [ethernet]".
 func (r *runner) arpList(only netip.Addr) int {
+	// FreeBSD keeps ARP entries only on interfaces with an IPv4 address;
+	// Linux also learns neighbours on the host's address-less carrier port.
+	inet := map[string]bool{}
+	if ls, err := r.links(); err == nil {
+		for _, l := range ls {
+			for _, a := range l.Addr {
+				inet[l.Name] = inet[l.Name] || a.Family == "inet"
+			}
+		}
+	}
 	count := 0
 	for _, n := range r.neighbours() {
-		if n.LLAddr == "" || (only.IsValid() && n.Dst != only.String()) {
+		if n.LLAddr == "" || !inet[n.Dev] || (only.IsValid() && n.Dst != only.String()) {
 			continue
 		}
 		count++
