@@ -69,6 +69,7 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	doctorSysrc(c, s)
 	if vmOK {
 		doctorTemplate(ctx, c, s, d)
+		doctorIsolation(ctx, c, s, d)
 	}
 	doctorLeases(ctx, c, s)
 	doctorSSH(c, s)
