@@ -1,6 +1,9 @@
 package sim
 
 import (
+	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/host"
@@ -75,42 +78,70 @@ type Fault struct {
 	// host name. New clones get it, a stopping guest leaves it, and an
 	// existing stopped VM gets it at once.
 	RunLock string
+	// StealIP (set on a running guest, applied within 50ms): the guest acts
+	// as a compromised job VM with root that answers for another guest's
+	// address: adds it to its NIC and keeps announcing it by gratuitous ARP.
+	StealIP string
+	// StealMAC (set on a running guest): the guest takes over another
+	// guest's MAC and keeps announcing it (use with StealIP for the
+	// victim's address).
+	StealMAC string
+	// RecordSessions (read at boot; set it on the template for every
+	// clone): the guest's sshd records each session's command and stdin,
+	// read back with Host.SessionLog.
+	RecordSessions bool
 }
 
 func (f Fault) internal() simstate.Fault {
 	return simstate.Fault{
-		BootDelay:     simstate.Duration(f.BootDelay),
-		LoaderDelay:   simstate.Duration(f.LoaderDelay),
-		SSHDelay:      simstate.Duration(f.SSHDelay),
-		ShutdownDelay: simstate.Duration(f.ShutdownDelay),
-		CloneDelay:    simstate.Duration(f.CloneDelay),
-		NoDHCP:        f.NoDHCP,
-		NoSSHD:        f.NoSSHD,
-		IgnoreACPI:    f.IgnoreACPI,
-		LFCOnLease:    f.LFCOnLease,
-		Fail:          f.Fail,
-		FailMessage:   f.FailMessage,
-		FailTimes:     f.FailTimes,
-		RunLock:       f.RunLock,
+		BootDelay:      simstate.Duration(f.BootDelay),
+		LoaderDelay:    simstate.Duration(f.LoaderDelay),
+		SSHDelay:       simstate.Duration(f.SSHDelay),
+		ShutdownDelay:  simstate.Duration(f.ShutdownDelay),
+		CloneDelay:     simstate.Duration(f.CloneDelay),
+		NoDHCP:         f.NoDHCP,
+		NoSSHD:         f.NoSSHD,
+		IgnoreACPI:     f.IgnoreACPI,
+		LFCOnLease:     f.LFCOnLease,
+		Fail:           f.Fail,
+		FailMessage:    f.FailMessage,
+		FailTimes:      f.FailTimes,
+		RunLock:        f.RunLock,
+		StealIP:        f.StealIP,
+		StealMAC:       f.StealMAC,
+		RecordSessions: f.RecordSessions,
 	}
 }
 
 func fromInternal(f simstate.Fault) Fault {
 	return Fault{
-		BootDelay:     time.Duration(f.BootDelay),
-		LoaderDelay:   time.Duration(f.LoaderDelay),
-		SSHDelay:      time.Duration(f.SSHDelay),
-		ShutdownDelay: time.Duration(f.ShutdownDelay),
-		CloneDelay:    time.Duration(f.CloneDelay),
-		NoDHCP:        f.NoDHCP,
-		NoSSHD:        f.NoSSHD,
-		IgnoreACPI:    f.IgnoreACPI,
-		LFCOnLease:    f.LFCOnLease,
-		Fail:          f.Fail,
-		FailMessage:   f.FailMessage,
-		FailTimes:     f.FailTimes,
-		RunLock:       f.RunLock,
+		BootDelay:      time.Duration(f.BootDelay),
+		LoaderDelay:    time.Duration(f.LoaderDelay),
+		SSHDelay:       time.Duration(f.SSHDelay),
+		ShutdownDelay:  time.Duration(f.ShutdownDelay),
+		CloneDelay:     time.Duration(f.CloneDelay),
+		NoDHCP:         f.NoDHCP,
+		NoSSHD:         f.NoSSHD,
+		IgnoreACPI:     f.IgnoreACPI,
+		LFCOnLease:     f.LFCOnLease,
+		Fail:           f.Fail,
+		FailMessage:    f.FailMessage,
+		FailTimes:      f.FailTimes,
+		RunLock:        f.RunLock,
+		StealIP:        f.StealIP,
+		StealMAC:       f.StealMAC,
+		RecordSessions: f.RecordSessions,
 	}
+}
+
+// SessionLog returns what the guest VM name recorded of the SSH sessions
+// it accepted (RecordSessions), "" when it recorded none.
+func (h *Host) SessionLog(name string) (string, error) {
+	b, err := os.ReadFile(h.cfg.SessionLog(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return string(b), err
 }
 
 // SetFault replaces the knobs of a VM or template name; the zero Fault

@@ -72,6 +72,10 @@ type Options struct {
 	// GuestFiles are machine files linked into the default template's disk
 	// by guest path, e.g. {"/usr/local/bin/gitlab-runner": "/abs/bin/gitlab-runner-sandbox"}.
 	GuestFiles map[string]string
+	// SharedSwitch leaves the host's switch not private (guests reach each
+	// other); by default it is private, as the README's setup makes it
+	// (vm switch private public on).
+	SharedSwitch bool
 	// Binary is a built bhyve-sim; empty means $BHYVE_SIM_BINARY or a build
 	// of ci/cmd/bhyve-sim made once per test process.
 	Binary string
@@ -108,6 +112,7 @@ func Start(ctx context.Context, o Options) (*Host, error) {
 		Snapshot:      o.Snapshot,
 		SSHUser:       o.SSHUser,
 		GuestFiles:    o.GuestFiles,
+		SharedSwitch:  o.SharedSwitch,
 		Binary:        bin,
 	})
 	if err != nil {
@@ -134,6 +139,16 @@ func (h *Host) VMCommand() string { return h.cfg.VMCommand() }
 
 // SysrcCommand is the path of the installed fake sysrc.
 func (h *Host) SysrcCommand() string { return h.cfg.SysrcCommand() }
+
+// ArpCommand is the path of the host's arp(8) (ROOT/bin/arp).
+func (h *Host) ArpCommand() string { return h.cfg.ArpCommand() }
+
+// IfconfigCommand is the path of the host's ifconfig(8) (ROOT/bin/ifconfig),
+// the if_bridge commands only.
+func (h *Host) IfconfigCommand() string { return h.cfg.IfconfigCommand() }
+
+// Switch is the vm-bhyve switch guests join (a manual switch on Bridge).
+func (h *Host) Switch() string { return h.cfg.Switch }
 
 // ZFSCommand is the fake zfs(8): `list -H -o name,mountpoint TARGET` and
 // `destroy -r DATASET` over the host's fake ZFS.

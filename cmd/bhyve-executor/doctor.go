@@ -70,6 +70,7 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	if vmOK {
 		doctorTemplateState(ctx, c, s, d, s.Template)
 		doctorResources(ctx, c, s, h)
+		doctorIsolation(ctx, c, s, d)
 	}
 	doctorLeases(ctx, c, s)
 	doctorSSH(c, s)

@@ -44,11 +44,36 @@ func TestDoctorOnAHealthyHost(t *testing.T) {
 	h := fixture.New(t, sim.Options{})
 	out, _, code := operator(t, h, h.SettingsPath, "doctor", "--boot")
 	assert.Equal(t, 0, code)
-	for _, check := range []string{"settings", "vm command", "privilege", "sysrc command", "template", "snapshot", "lease file", "ssh key", "host key", "test boot"} {
+	for _, check := range []string{"settings", "vm command", "privilege", "sysrc command", "template", "snapshot", "private switch", "arp command", "ifconfig command", "lease file", "ssh key", "host key", "test boot"} {
 		assert.Contains(t, out, "[ ok ] "+check+":")
 	}
 	assert.Contains(t, out, "all checks passed")
 	assert.NotContains(t, out, "FAIL")
+}
+
+func TestDoctorIsolationPrerequisites(t *testing.T) {
+	h := fixture.New(t, sim.Options{SharedSwitch: true})
+	out, _, code := operator(t, h, h.SettingsPath, "doctor")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "[FAIL] private switch: switch \"public\" of template tmpl is not private")
+	assert.Contains(t, out, "fix: vm switch private public on")
+
+	wrong := filepath.Join(t.TempDir(), "wrong.toml")
+	require.NoError(t, fixture.WriteSettings(h.Host, wrong, `isolation = false`, `arp_command = ["/nonexistent/arp"]`))
+	out, _, code = operator(t, h, wrong, "doctor")
+	assert.Equal(t, 0, code, "isolation = false is the operator's (unsafe) choice")
+	assert.Contains(t, out, "[ ok ] isolation: OFF (isolation = false): UNSAFE")
+
+	r, err := h.VM(context.Background(), "switch", "private", "public", "on")
+	require.NoError(t, err)
+	require.Equal(t, 0, r.ExitCode, r.Stderr)
+	broken := filepath.Join(t.TempDir(), "broken.toml")
+	require.NoError(t, fixture.WriteSettings(h.Host, broken, `arp_command = ["/nonexistent/arp"]`))
+	out, _, code = operator(t, h, broken, "doctor")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "[ ok ] private switch: public")
+	assert.Contains(t, out, "[FAIL] arp command:")
+	assert.Contains(t, out, "[ ok ] ifconfig command:")
 }
 
 func TestDoctorNamesEachProblemAndItsFix(t *testing.T) {

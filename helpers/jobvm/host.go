@@ -13,6 +13,7 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostnet"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/kea"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
@@ -91,7 +92,12 @@ func (h *Host) Manager(s *settings.Settings, template, shell string) *Manager {
 	if shell == "" {
 		shell = s.ShellCommand()
 	}
+	var netw Network
+	if s.Isolation {
+		netw = &hostnet.Host{VMs: h.Driver(s), Arp: s.ArpCommand, Ifconfig: s.IfconfigCommand}
+	}
 	return &Manager{
+		Net:    netw,
 		VMs:    h.Driver(s),
 		Leases: keaLeases{reader: kea.NewReader(s.LeaseFile)},
 		SSH:    &sshConnector{s: s, dialer: h.Dialer, logf: h.Logf},

@@ -108,10 +108,12 @@ type Job struct {
 // Manager creates, runs and destroys job VMs for one runner. One Manager may
 // serve many concurrent jobs.
 type Manager struct {
-	VMs      Hypervisor
-	Leases   Addresses
-	SSH      Connector
-	Owner    Owner
+	VMs    Hypervisor
+	Leases Addresses
+	SSH    Connector
+	Owner  Owner
+	// Net binds each VM's address and MAC to its tap; nil: isolation off.
+	Net      Network
 	Holder   Holder
 	Config   Config
 	Observer Observer
@@ -282,6 +284,12 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 		return nil, m.bootErr(ctx, bootCtx, "get a DHCP lease", err)
 	}
 	logf("%s has address %s (%s)", name, v.Address.IP, v.Address.Source)
+
+	// Bind: the address and MAC belong to this VM's tap before the first
+	// connection, so nothing else on the switch can answer in its place.
+	if err := m.bind(bootCtx, v, logf); err != nil {
+		return nil, m.bootErr(ctx, bootCtx, "get bound to its tap", err)
+	}
 
 	if err := m.phase(v, PhaseSSH, func() error {
 		c, err := m.SSH.Connect(bootCtx, v.Address.IP, v.Template)
@@ -511,6 +519,9 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 // sends the job's status only after Cleanup returns.
 func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
 	if err := m.powerOff(ctx, name); err != nil {
+		return err
+	}
+	if err := m.unbind(ctx, name); err != nil {
 		return err
 	}
 	if err := m.VMs.Destroy(ctx, name); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {

@@ -45,7 +45,7 @@ func New() *Collector {
 	return &Collector{
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gitlab_runner_bhyve_phase_duration_seconds",
-			Help:    "Time spent in each phase of a job VM's life: clone, boot (vm start until Running), address (DHCP lease found), ssh (SSH ready), poweroff (until the guest can run nothing; a job waits for it), destroy.",
+			Help:    "Time spent in each phase of a job VM's life: clone, boot (vm start until Running), address (DHCP lease found), bind (address and MAC bound to the tap), ssh (SSH ready), poweroff (until the guest can run nothing; a job waits for it), destroy.",
 			Buckets: buckets,
 		}, []string{"runner", "phase"}),
 		ready: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -55,7 +55,7 @@ func New() *Collector {
 		}, []string{"runner", "source"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitlab_runner_bhyve_failures_total",
-			Help: "Failures by reason: the phase that failed (clone, boot, address, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.",
+			Help: "Failures by reason: the phase that failed (clone, boot, address, bind, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.",
 		}, []string{"runner", "reason"}),
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitlab_runner_bhyve_orphans_swept_total",

@@ -28,6 +28,7 @@ func TestCollector(t *testing.T) {
 		o.PhaseDone("vm", p, 20*time.Millisecond, nil)
 	}
 	o.PhaseDone("vm", jobvm.PhaseAddress, time.Minute, errors.New("no lease"))
+	o.PhaseDone("vm", jobvm.PhaseBind, time.Second, errors.New("arp -S failed"))
 	o.PhaseDone("vm", jobvm.PhaseClone, 0, failure.Configf("no snapshot"))
 	c.Ready("r1", true, 3*time.Millisecond)
 	c.Ready("r1", false, 2*time.Second)
@@ -53,9 +54,10 @@ gitlab_runner_bhyve_admissions_refused_total{runner="r1",stage="prepare"} 1
 # HELP gitlab_runner_bhyve_destroy_retries_total Destroys of VMs tried again after a failure (each failure is also in gitlab_runner_bhyve_failures_total); a VM is retried until it is gone.
 # TYPE gitlab_runner_bhyve_destroy_retries_total counter
 gitlab_runner_bhyve_destroy_retries_total{runner="r1"} 5
-# HELP gitlab_runner_bhyve_failures_total Failures by reason: the phase that failed (clone, boot, address, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.
+# HELP gitlab_runner_bhyve_failures_total Failures by reason: the phase that failed (clone, boot, address, bind, ssh, poweroff, destroy) or the stage outcome (script, lost_connection), and config for settings errors.
 # TYPE gitlab_runner_bhyve_failures_total counter
 gitlab_runner_bhyve_failures_total{reason="address",runner="r1"} 1
+gitlab_runner_bhyve_failures_total{reason="bind",runner="r1"} 1
 gitlab_runner_bhyve_failures_total{reason="config",runner="r1"} 1
 gitlab_runner_bhyve_failures_total{reason="lost_connection",runner="r1"} 1
 gitlab_runner_bhyve_failures_total{reason="script",runner="r1"} 1

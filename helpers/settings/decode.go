@@ -45,6 +45,9 @@ type layerDoc struct {
 	ZFSCommand        *rawValue `toml:"zfs_command"`
 	SysctlCommand     *rawValue `toml:"sysctl_command"`
 	Privilege         *rawValue `toml:"privilege"`
+	Isolation         *rawValue `toml:"isolation"`
+	ArpCommand        *rawValue `toml:"arp_command"`
+	IfconfigCommand   *rawValue `toml:"ifconfig_command"`
 	VMDir             *rawValue `toml:"vm_dir"`
 	LeaseFile         *rawValue `toml:"lease_file"`
 	NamePrefix        *rawValue `toml:"name_prefix"`

@@ -25,6 +25,9 @@ vm_command = ["/opt/vm-bhyve/vm"]
 sysrc_command = ["/usr/sbin/sysrc", "-q"]
 sysctl_command = ["/sbin/sysctl"]
 privilege = ["/usr/local/bin/doas", "-n"]
+isolation = false
+arp_command = ["/usr/sbin/arp"]
+ifconfig_command = ["/usr/local/sbin/ifconfig"]
 vm_dir = "/zroot/vm/"
 lease_file = "/var/db/kea/leases.csv"
 name_prefix = "job_"
@@ -70,6 +73,9 @@ max_concurrent_boots = 4
 		ZFSCommand:        []string{"/sbin/zfs"},
 		SysctlCommand:     []string{"/sbin/sysctl"},
 		Privilege:         []string{"/usr/local/bin/doas", "-n"},
+		Isolation:         false,
+		ArpCommand:        []string{"/usr/sbin/arp"},
+		IfconfigCommand:   []string{"/usr/local/sbin/ifconfig"},
 		VMDir:             "/zroot/vm",
 		LeaseFile:         "/var/db/kea/leases.csv",
 		NamePrefix:        "job_",
@@ -371,7 +377,7 @@ func TestUnknownKeys(t *testing.T) {
 		{"key in the wrong sub-table", minimal + "ssh.boot_timeout = \"1m\"\n",
 			`FILE: runners."ci-1".ssh.boot_timeout: unknown key; did you mean "boot_timeout" outside the ssh sub-table?`},
 		{"unknown sub-table reported once", minimal + "[runners.\"ci-1\".zfs]\npool = \"zroot\"\nsnap = \"x\"\n",
-			`FILE: runners."ci-1".zfs: unknown key; expected one of: template, snapshot, allowed_images, vm_command, sysrc_command, zfs_command, sysctl_command, privilege, vm_dir, lease_file, name_prefix, host_id, boot_timeout, ssh_connect_timeout, stop_timeout, kill_grace, builds_dir, cache_dir, shell, max_cpus, max_memory, memory_reserve, ssh, pool`},
+			`FILE: runners."ci-1".zfs: unknown key; expected one of: template, snapshot, allowed_images, vm_command, sysrc_command, zfs_command, sysctl_command, privilege, isolation, arp_command, ifconfig_command, vm_dir, lease_file, name_prefix, host_id, boot_timeout, ssh_connect_timeout, stop_timeout, kill_grace, builds_dir, cache_dir, shell, max_cpus, max_memory, memory_reserve, ssh, pool`},
 		{"top-level typo", "[default]\ntemplate = \"x\"\n" + minimal,
 			`FILE: default: unknown key; did you mean "defaults"?`},
 		{"top-level setting", "template = \"freebsd-14\"\n" + minimal,

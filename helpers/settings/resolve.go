@@ -30,6 +30,9 @@ var builtin = map[string]any{
 	"zfs_command":                      []any{"/sbin/zfs"},
 	"sysctl_command":                   []any{},
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
+	"isolation":                        true,
+	"arp_command":                      []any{"/usr/sbin/arp"},
+	"ifconfig_command":                 []any{"/sbin/ifconfig"},
 	"vm_dir":                           "/vm",
 	"lease_file":                       "/var/db/kea/kea-leases4.csv",
 	"name_prefix":                      "ci-",
@@ -388,6 +391,9 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.ZFSCommand, _ = r.argv("zfs_command", 1, `an argv array such as ["/sbin/zfs"]`)
 	s.SysctlCommand, _ = r.argv("sysctl_command", 0, `an argv array such as ["/sbin/sysctl"], or [] to read the kernel's variables directly`)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
+	s.Isolation = r.boolean("isolation")
+	s.ArpCommand, _ = r.argv("arp_command", 1, `an argv array such as ["/usr/sbin/arp"]`)
+	s.IfconfigCommand, _ = r.argv("ifconfig_command", 1, `an argv array such as ["/sbin/ifconfig"]`)
 
 	absHost := func(p string) bool { return filepath.IsAbs(p) && !strings.ContainsAny(p, "\x00\n") }
 	s.VMDir = filepath.Clean(r.strMatching("vm_dir", `an absolute path, the mountpoint of vm-bhyve's vm_dir dataset such as "/vm"`, absHost))

@@ -78,6 +78,17 @@ type Settings struct {
 	// VMCommand, SysrcCommand and ZFSCommand. [] when the runner itself runs
 	// as root.
 	Privilege []string
+	// Isolation (isolation, true) binds each job VM's address and MAC to
+	// its tap on the host and requires a private switch. false is unsafe:
+	// a job with root in its VM can then take a neighbour job's address or
+	// MAC and receive that job's scripts and secrets.
+	Isolation bool
+	// ArpCommand (arp_command, ["/usr/sbin/arp"]) sets and removes the
+	// permanent ARP entry of each job VM (behind Privilege).
+	ArpCommand []string
+	// IfconfigCommand (ifconfig_command, ["/sbin/ifconfig"]) pins each job
+	// VM's MAC to its tap on the switch bridge (behind Privilege).
+	IfconfigCommand []string
 	// VMDir (vm_dir, "/vm") is the mountpoint of vm-bhyve's vm_dir dataset.
 	VMDir string
 	// LeaseFile (lease_file, "/var/db/kea/kea-leases4.csv") is Kea's memfile.
@@ -211,6 +222,16 @@ func (s *Settings) VMArgv(args ...string) []string {
 // args.
 func (s *Settings) SysrcArgv(args ...string) []string {
 	return joinArgv(s.Privilege, s.SysrcCommand, args)
+}
+
+// ArpArgv is the argv of one arp(8) invocation: privilege, arp_command, args.
+func (s *Settings) ArpArgv(args ...string) []string {
+	return joinArgv(s.Privilege, s.ArpCommand, args)
+}
+
+// IfconfigArgv is the argv of one ifconfig(8) invocation.
+func (s *Settings) IfconfigArgv(args ...string) []string {
+	return joinArgv(s.Privilege, s.IfconfigCommand, args)
 }
 
 func joinArgv(parts ...[]string) []string {

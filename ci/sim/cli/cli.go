@@ -26,6 +26,7 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/guest"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/host"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/netcmd"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysctl"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/sysrc"
@@ -68,7 +69,9 @@ fault knobs: boot_delay loader_delay ssh_delay shutdown_delay clone_delay
   (durations),
   no_dhcp no_sshd ignore_acpi lfc_on_lease (bools), fail (clone, clone-rename,
   start, _run, stop, poweroff, destroy), fail_message, fail_times,
-  run_lock (stale, empty or a host name)
+  run_lock (stale, empty or a host name), steal_ip ADDR, steal_mac MAC
+  (a running guest answers for another's address or MAC), record_sessions
+  (bool, at boot)
 `
 
 // Main runs the binary and returns its exit status.
@@ -125,7 +128,7 @@ func Main(args []string) int {
 	cmd, cmdArgs := rest[0], rest[1:]
 
 	switch cmd {
-	case "vm", "sysrc", "zfs", "sysctl":
+	case "vm", "sysrc", "zfs", "sysctl", "arp", "ifconfig":
 		cfg, err := simstate.Load(root)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bhyve-sim: no simulated host at %s (run bhyve-sim up): %v\n", root, err)
@@ -137,8 +140,13 @@ func Main(args []string) int {
 			}
 			return vmbhyve.Main(cfg, argv0, cmdArgs, vmbhyve.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 		}
-		if cmd == "zfs" {
+		switch cmd {
+		case "zfs":
 			return zfs.Main(zfs.Open(cfg.ZFSDir()), cmdArgs, os.Stdout, os.Stderr)
+		case "arp":
+			return netcmd.MainArp(cfg, cmdArgs, os.Stdout, os.Stderr)
+		case "ifconfig":
+			return netcmd.MainIfconfig(cfg, cmdArgs, os.Stdout, os.Stderr)
 		}
 		if cmd == "sysctl" {
 			return sysctl.Main(cfg.SysctlValues(), cmdArgs, os.Stdout, os.Stderr)
@@ -372,6 +380,12 @@ func setKnob(f *simstate.Fault, k, v string) error {
 		f.FailTimes, err = strconv.Atoi(v)
 	case "run_lock":
 		f.RunLock = v
+	case "steal_ip":
+		f.StealIP = v
+	case "steal_mac":
+		f.StealMAC = v
+	case "record_sessions":
+		err = boolean(&f.RecordSessions)
 	default:
 		return fmt.Errorf("fault: unknown knob %q", k)
 	}

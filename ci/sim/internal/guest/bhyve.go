@@ -84,6 +84,14 @@ func MainBhyve() int {
 	if ip.ShutdownDelay == 0 {
 		ip.ShutdownDelay = DefaultShutdownDelay
 	}
+	if fault.RecordSessions {
+		dir := cfg.SessionDir(p.Name)
+		// Sessions run as the guest user; the directory outlives the guest
+		// so a test reads it afterwards.
+		if err := os.MkdirAll(dir, 0o755); err == nil && os.Chmod(dir, 0o1777) == nil {
+			ip.RecordDir = dir
+		}
+	}
 	env, err := Env(RoleInit, ip)
 	if err != nil {
 		console("%v", err)
@@ -99,13 +107,18 @@ func MainBhyve() int {
 		console("pipe: %v", err)
 		return exitError
 	}
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		console("pipe: %v", err)
+		return exitError
+	}
 	cmd := &exec.Cmd{
 		Path:       cfg.Binary,
 		Args:       []string{"guest-init", p.Name},
 		Env:        childEnv(env...),
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{goR, evW},
+		ExtraFiles: []*os.File{goR, evW, ctlR},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWUTS |
 				unix.CLONE_NEWPID | unix.CLONE_NEWIPC,
@@ -118,6 +131,8 @@ func MainBhyve() int {
 	}
 	goR.Close()
 	evW.Close()
+	ctlR.Close()
+	defer ctlW.Close()
 	pid := cmd.Process.Pid
 	console("guest %s started (init pid %d)", p.Name, pid)
 
@@ -147,9 +162,24 @@ func MainBhyve() int {
 
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	// Knobs that turn a running guest into an attacker are re-read while
+	// it runs and handed to its init, which acts inside the guest.
+	attack := time.NewTicker(50 * time.Millisecond)
+	defer attack.Stop()
+	var stealIP, stealMAC string
 	forced := false
 	for {
 		select {
+		case <-attack.C:
+			f, _ := cfg.EffectiveFault(p.Lineage)
+			if f.StealMAC != stealMAC {
+				stealMAC = f.StealMAC
+				_, _ = fmt.Fprintf(ctlW, "steal-mac %s\n", stealMAC)
+			}
+			if f.StealIP != stealIP {
+				stealIP = f.StealIP
+				_, _ = fmt.Fprintf(ctlW, "steal-ip %s\n", stealIP)
+			}
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGTERM:

@@ -37,6 +37,13 @@ func MainInit() int {
 		return 70
 	}
 	g := &guestInit{p: p, events: os.NewFile(4, "events")}
+	control := make(chan string, 8)
+	go func() {
+		s := bufio.NewScanner(os.NewFile(5, "control"))
+		for s.Scan() {
+			control <- s.Text()
+		}
+	}()
 	if err := g.buildRoot(); err != nil {
 		g.logf("building root filesystem: %v", err)
 		return 70
@@ -86,8 +93,14 @@ boot:
 	}
 	sshdStarted := false
 	var shutdown <-chan time.Time
+	var attacker attack
+	defer attacker.stop()
 	for {
 		select {
+		case c := <-control:
+			attacker.apply(g, c)
+		case <-attacker.tick():
+			attacker.announce(g)
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGCHLD:

@@ -60,6 +60,10 @@ type InitParams struct {
 	ShutdownDelay simstate.Duration `json:"shutdown_delay"`
 	NoDHCP        bool              `json:"no_dhcp"`
 	NoSSHD        bool              `json:"no_sshd"`
+	// RecordDir, when set, is a host directory bind-mounted into the guest
+	// where sshd's ForceCommand wrapper appends every session's command
+	// and stdin (the RecordSessions knob).
+	RecordDir string `json:"record_dir,omitempty"`
 }
 
 // Env encodes role parameters for a child's environment.

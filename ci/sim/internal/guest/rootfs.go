@@ -125,6 +125,15 @@ func (g *guestInit) buildRoot() error {
 			return err
 		}
 	}
+	if g.p.RecordDir != "" {
+		dst := filepath.Join(m, recordMount)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(g.p.RecordDir, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mount session record directory: %w", err)
+		}
+	}
 
 	old := filepath.Join(m, ".oldroot")
 	if err := os.MkdirAll(old, 0o700); err != nil {
@@ -211,6 +220,15 @@ MaxSessions 64
 AcceptEnv LANG LC_*
 Subsystem sftp internal-sftp
 `, g.allowUsers(m), g.sessionPath(image))
+	if g.p.RecordDir != "" {
+		if err := os.MkdirAll(filepath.Join(m, filepath.Dir(recordWrapper)), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(m, recordWrapper), []byte(recordScript), 0o755); err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "ForceCommand %s\n", recordWrapper)
+	}
 	if err := os.MkdirAll(filepath.Join(m, "etc/ssh"), 0o755); err != nil {
 		return err
 	}
@@ -341,3 +359,23 @@ func (g *guestInit) sessionPath(image bool) string {
 	}
 	return "SetEnv PATH=" + standinDir + ":/usr/local/bin:/usr/bin:/bin\n"
 }
+
+// Session recording (the RecordSessions knob): what a compromised guest
+// with root sees of every SSH session it accepts. sshd runs the wrapper
+// instead of each session's command (ForceCommand, with the original in
+// SSH_ORIGINAL_COMMAND); it appends a header line and a copy of stdin (the
+// stage script, variables included) to a file the host can read after the
+// guest is gone, and passes the command's exit status through.
+const (
+	recordMount   = "var/bhyve-sim-record"
+	recordWrapper = "/etc/bhyve-sim/record-session"
+	recordScript  = `#!/bin/bash
+log=/var/bhyve-sim-record/sessions.log
+printf '=== session %s: %s\n' "$(date +%T.%N)" "$SSH_ORIGINAL_COMMAND" >> "$log"
+if [ -z "$SSH_ORIGINAL_COMMAND" ]; then
+	exec "$SHELL" -l
+fi
+tee -a "$log" | eval "$SSH_ORIGINAL_COMMAND"
+exit "${PIPESTATUS[1]}"
+`
+)

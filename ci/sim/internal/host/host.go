@@ -40,6 +40,9 @@ type Options struct {
 	// GuestFiles are machine files every template's disk carries, by guest
 	// path (see TemplateOptions.Files).
 	GuestFiles map[string]string
+	// SharedSwitch leaves the switch as vm-bhyve creates it, not private:
+	// guests can reach each other (the README's setup makes it private).
+	SharedSwitch bool
 	// Binary is the bhyve-sim executable to install into the root.
 	Binary string
 	// Log receives progress diagnostics (nil: discarded).
@@ -242,7 +245,7 @@ func up(ctx context.Context, cfg *simstate.Config, o Options) error {
 	if err := startKea(ctx, cfg); err != nil {
 		return err
 	}
-	if err := layout(cfg); err != nil {
+	if err := layout(cfg, !o.SharedSwitch); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Log, "bhyve-sim: template %s@%s\n", cfg.Template, cfg.Snapshot)
@@ -278,7 +281,7 @@ func install(cfg *simstate.Config, binary string) error {
 	if err := os.Rename(tmp, cfg.Binary); err != nil {
 		return fmt.Errorf("install bhyve-sim: %w", err)
 	}
-	for _, cmd := range []string{"vm", "sysrc", "zfs", "sysctl"} {
+	for _, cmd := range []string{"vm", "sysrc", "zfs", "sysctl", "arp", "ifconfig"} {
 		p := filepath.Join(cfg.BinDir, cmd)
 		if _, err := os.Stat(p); err != nil {
 			cfg.Created = append(cfg.Created, p)
@@ -314,7 +317,7 @@ func ensureUser(ctx context.Context, cfg *simstate.Config) error {
 
 // layout writes rc.conf (vm_enable, vm_dir), the vm_dir skeleton with a
 // manual switch onto the host's bridge, and the datastore's dataset.
-func layout(cfg *simstate.Config) error {
+func layout(cfg *simstate.Config, private bool) error {
 	rc := fmt.Sprintf("vm_enable=\"YES\"\nvm_dir=\"zfs:%s\"\nvm_list=\"\"\nvm_delay=\"2\"\n", cfg.Dataset)
 	if err := os.WriteFile(cfg.RCConf(), []byte(rc), 0o644); err != nil {
 		return fmt.Errorf("rc.conf: %w", err)
@@ -344,6 +347,10 @@ func layout(cfg *simstate.Config) error {
 		}
 	}
 	sys := fmt.Sprintf("switch_list=\"%s\"\ntype_%s=\"manual\"\nbridge_%s=\"%s\"\n", cfg.Switch, cfg.Switch, cfg.Switch, cfg.Bridge)
+	if private {
+		// What `vm switch private NAME on` stores (switch::private).
+		sys += fmt.Sprintf("private_%s=\"yes\"\n", cfg.Switch)
+	}
 	if err := os.WriteFile(cfg.SystemConf(), []byte(sys), 0o644); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ type tool struct {
 
 var tools = []tool{
 	{"ip", "iproute2", func(t *simstate.Tools, p string) { t.IP = p }},
+	{"bridge", "iproute2", func(t *simstate.Tools, p string) { t.Bridge = p }},
 	{"kea-dhcp4", "kea-dhcp4-server", func(t *simstate.Tools, p string) { t.KeaDHCP4 = p }},
 	{"kea-lfc", "kea-common", func(t *simstate.Tools, p string) { t.KeaLFC = p }},
 	{"sshd", "openssh-server", func(t *simstate.Tools, p string) { t.Sshd = p }},

@@ -73,6 +73,17 @@ type Fault struct {
 	// clones, left behind when the VM stops, and written at once when set on
 	// an existing stopped VM.
 	RunLock string `json:"run_lock,omitempty"`
+	// StealIP makes a running guest behave as a compromised job VM with
+	// root that answers for another guest's address: it adds the address
+	// to its NIC and announces it by gratuitous ARP, again and again.
+	StealIP string `json:"steal_ip,omitempty"`
+	// StealMAC makes a running guest take over another guest's MAC: its
+	// NIC gets that MAC and announces it (with StealIP, for that address).
+	StealMAC string `json:"steal_mac,omitempty"`
+	// RecordSessions (read at boot) makes the guest's sshd record every
+	// session's command and stdin in a file the host can read
+	// (Config.SessionLog), as an attacker with root in the guest could.
+	RecordSessions bool `json:"record_sessions,omitempty"`
 }
 
 // IsZero reports whether no knob is set.
@@ -105,6 +116,13 @@ func (f Fault) Over(o Fault) Fault {
 	if o.RunLock != "" {
 		f.RunLock = o.RunLock
 	}
+	if o.StealIP != "" {
+		f.StealIP = o.StealIP
+	}
+	if o.StealMAC != "" {
+		f.StealMAC = o.StealMAC
+	}
+	f.RecordSessions = f.RecordSessions || o.RecordSessions
 	return f
 }
 

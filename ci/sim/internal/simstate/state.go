@@ -43,6 +43,7 @@ const (
 // are resolved once at `up` so that an environment-cleared exec still works.
 type Tools struct {
 	IP       string `json:"ip"`
+	Bridge   string `json:"bridge"`
 	Udhcpc   string `json:"udhcpc"`
 	Sshd     string `json:"sshd"`
 	KeaDHCP4 string `json:"kea_dhcp4"`
@@ -160,20 +161,22 @@ func (c *Config) Marker() string { return MarkerEnv + "=" + c.ID }
 
 // Paths below the root. They are methods so every process agrees on them.
 
-func (c *Config) RunDir() string        { return filepath.Join(c.Root, "run") }
-func (c *Config) LogDir() string        { return filepath.Join(c.Root, "log") }
-func (c *Config) FaultDir() string      { return filepath.Join(c.Root, "faults") }
-func (c *Config) ZFSDir() string        { return filepath.Join(c.Root, "zfs") }
-func (c *Config) VMMDir() string        { return filepath.Join(c.Root, "dev", "vmm") }
-func (c *Config) GuestsDir() string     { return filepath.Join(c.Root, "guests") }
-func (c *Config) SSHDir() string        { return filepath.Join(c.Root, "ssh") }
-func (c *Config) RCConf() string        { return filepath.Join(c.Root, "etc", "rc.conf") }
-func (c *Config) KnownHosts() string    { return filepath.Join(c.SSHDir(), "known_hosts") }
-func (c *Config) SSHKey() string        { return filepath.Join(c.SSHDir(), "id_ed25519") }
-func (c *Config) VMCommand() string     { return filepath.Join(c.BinDir, "vm") }
-func (c *Config) SysrcCommand() string  { return filepath.Join(c.BinDir, "sysrc") }
-func (c *Config) ZFSCommand() string    { return filepath.Join(c.BinDir, "zfs") }
-func (c *Config) SysctlCommand() string { return filepath.Join(c.BinDir, "sysctl") }
+func (c *Config) RunDir() string          { return filepath.Join(c.Root, "run") }
+func (c *Config) LogDir() string          { return filepath.Join(c.Root, "log") }
+func (c *Config) FaultDir() string        { return filepath.Join(c.Root, "faults") }
+func (c *Config) ZFSDir() string          { return filepath.Join(c.Root, "zfs") }
+func (c *Config) VMMDir() string          { return filepath.Join(c.Root, "dev", "vmm") }
+func (c *Config) GuestsDir() string       { return filepath.Join(c.Root, "guests") }
+func (c *Config) SSHDir() string          { return filepath.Join(c.Root, "ssh") }
+func (c *Config) RCConf() string          { return filepath.Join(c.Root, "etc", "rc.conf") }
+func (c *Config) KnownHosts() string      { return filepath.Join(c.SSHDir(), "known_hosts") }
+func (c *Config) SSHKey() string          { return filepath.Join(c.SSHDir(), "id_ed25519") }
+func (c *Config) VMCommand() string       { return filepath.Join(c.BinDir, "vm") }
+func (c *Config) SysrcCommand() string    { return filepath.Join(c.BinDir, "sysrc") }
+func (c *Config) ZFSCommand() string      { return filepath.Join(c.BinDir, "zfs") }
+func (c *Config) SysctlCommand() string   { return filepath.Join(c.BinDir, "sysctl") }
+func (c *Config) ArpCommand() string      { return filepath.Join(c.BinDir, "arp") }
+func (c *Config) IfconfigCommand() string { return filepath.Join(c.BinDir, "ifconfig") }
 
 // SysctlValues is the fake sysctl's variables, outside the VM tree.
 func (c *Config) SysctlValues() string { return filepath.Join(c.Root, "sysctl.json") }
@@ -191,6 +194,16 @@ func (c *Config) InvocationLog() string { return filepath.Join(c.LogDir(), "vm-i
 
 // VMMPath is the stand-in for /dev/vmm/NAME.
 func (c *Config) VMMPath(name string) string { return filepath.Join(c.VMMDir(), name) }
+
+// SessionLog is where a RecordSessions guest records its SSH sessions.
+func (c *Config) SessionLog(name string) string {
+	return filepath.Join(c.SessionDir(name), "sessions.log")
+}
+
+// SessionDir is the host directory a RecordSessions guest writes into.
+func (c *Config) SessionDir(name string) string {
+	return filepath.Join(c.LogDir(), "sessions-"+name)
+}
 
 // GuestLog is where a guest's console (bhyve's stdio) goes.
 func (c *Config) GuestLog(name string) string {

@@ -268,6 +268,8 @@ func (v *vm) main(args []string) error {
 		return v.img(rest)
 	case "rollback":
 		return v.rollback(rest)
+	case "switch":
+		return v.vmSwitch(rest)
 	default:
 		return v.errf("'%s' is not supported by the bhyve simulator", cmd)
 	}

@@ -122,7 +122,7 @@ func (v *vm) guestShow(run running, name string) {
 			out("%sactive-device: %s", in4, l.Name)
 			out("%sdesc: %s", in4, l.Alias)
 			out("%smtu: %d", in4, l.MTU)
-			out("%sbridge: %s", in4, orDefault(l.Master, "-"))
+			out("%sbridge: %s", in4, orDefault(v.vmSwitchBridge(l.Master), "-"))
 			rx, tx := l.Stats.RX.Bytes, l.Stats.TX.Bytes
 			out("%sbytes-in: %d (%s)", in4, rx, bytesHuman(float64(rx), 3, 1))
 			out("%sbytes-out: %d (%s)", in4, tx, bytesHuman(float64(tx), 3, 1))
@@ -226,4 +226,18 @@ func residentBytes(pid int) int64 {
 	}
 	pages, _ := strconv.ParseInt(f[1], 10, 64)
 	return pages * int64(os.Getpagesize())
+}
+
+// vmSwitchBridge is info::__find_bridge: only bridges in interface group
+// vm-switch (`ifconfig -g vm-switch`) are searched, and only standard
+// switches put their bridge there (switch::standard::init). A manual
+// switch's bridge, like the simulator's own, shows as "-".
+func (v *vm) vmSwitchBridge(master string) string {
+	core := v.coreConf()
+	for _, sw := range strings.Fields(core.str("switch_list", "")) {
+		if core.str("type_"+sw, "standard") == "standard" && master == "vm-"+sw {
+			return master
+		}
+	}
+	return ""
 }

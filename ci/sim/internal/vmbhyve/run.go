@@ -372,6 +372,13 @@ func (v *vm) provisionTap(name string, num int, sw string) (guest.NIC, error) {
 	if err := exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "up").Run(); err != nil {
 		v.guestLog(name, fmt.Sprintf("failed to bring up %s in %s", nic.Tap, bridge))
 	}
+	// `switch::is_private && ifconfig BR private TAP`, errors discarded and
+	// not logged. if_bridge's private is Linux's isolated port: isolated
+	// ports reach only non-isolated ones (the host's carrier port) and the
+	// bridge device itself (the host).
+	if v.switchPrivateOn(sw) {
+		_ = exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "type", "bridge_slave", "isolated", "on").Run()
+	}
 	return nic, nil
 }
 

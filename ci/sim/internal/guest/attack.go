@@ -1,0 +1,91 @@
+package guest
+
+import (
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// attack is what a compromised job VM with root does to a neighbour (the
+// StealIP and StealMAC knobs): answer for its address (the address on our
+// NIC, so the kernel answers ARP requests for it, plus a gratuitous ARP
+// every 100ms so the host's entry flips to us even when nobody asks) and
+// take its MAC (so a learning bridge forwards the neighbour's frames to
+// our port once we send with it).
+type attack struct {
+	ip     netip.Addr
+	mac    string
+	ticker *time.Ticker
+}
+
+const attackNIC = "vtnet0"
+
+func (a *attack) apply(g *guestInit, cmd string) {
+	verb, arg, _ := strings.Cut(cmd, " ")
+	ipt := g.p.Tools.IP
+	run := func(args ...string) {
+		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
+			g.logf("attack: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	switch verb {
+	case "steal-ip":
+		if a.ip.IsValid() {
+			run("addr", "del", a.ip.String()+"/32", "dev", attackNIC)
+		}
+		a.ip = netip.Addr{}
+		if addr, err := netip.ParseAddr(arg); err == nil {
+			a.ip = addr
+			run("addr", "add", addr.String()+"/32", "dev", attackNIC)
+			g.logf("attack: answering for %s", addr)
+		}
+	case "steal-mac":
+		if arg == "" {
+			return
+		}
+		a.mac = arg
+		// Not every driver changes the address of a running link.
+		run("link", "set", "dev", attackNIC, "down")
+		run("link", "set", "dev", attackNIC, "address", arg)
+		run("link", "set", "dev", attackNIC, "up")
+		g.logf("attack: took MAC %s", arg)
+	}
+	if (a.ip.IsValid() || a.mac != "") && a.ticker == nil {
+		a.ticker = time.NewTicker(100 * time.Millisecond)
+	}
+	a.announce(g)
+}
+
+func (a *attack) announce(g *guestInit) {
+	addrs := []netip.Addr{a.ip}
+	if !a.ip.IsValid() {
+		// A MAC thief with no stolen address still sends from the MAC,
+		// announcing its own address, so the bridge learns it.
+		b, _ := exec.Command(g.p.Tools.IP, "-4", "-o", "addr", "show", "dev", attackNIC).Output()
+		addrs = nil
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := netip.ParsePrefix(f); err == nil {
+				addrs = append(addrs, p.Addr())
+			}
+		}
+	}
+	for _, addr := range addrs {
+		if addr.IsValid() {
+			_ = announce(attackNIC, addr)
+		}
+	}
+}
+
+func (a *attack) tick() <-chan time.Time {
+	if a.ticker == nil {
+		return nil
+	}
+	return a.ticker.C
+}
+
+func (a *attack) stop() {
+	if a.ticker != nil {
+		a.ticker.Stop()
+	}
+}
