@@ -117,8 +117,13 @@ func attackTest(t *testing.T, executor, variant string, fault func(ip, mac strin
 
 	rec := tb.Wait(ctx, t, victim)
 	t.Logf("%s/%s: victim finished %s (%s) after %s", executor, variant, rec.Status, rec.FailureReason, time.Since(start).Round(time.Millisecond))
-	require.NoError(t, tb.GitLab.Cancel(attacker))
-	tb.Wait(ctx, t, attacker)
+	// A forceful stop ends the attacker at once; a cancel would wait for
+	// upstream's 30 s trace force-send to reach a silent job.
+	r.Signal(os.Interrupt)
+	_ = r.Wait(ctx)
+	if rec, _ := tb.GitLab.Job(attacker); rec.Status == gitlab.StatusSuccess {
+		t.Errorf("the attacker job was still to be aborted, but it ended %s", rec.Status)
+	}
 
 	stolen, err := tb.Host.SessionLog(attackerVM)
 	require.NoError(t, err)
@@ -136,8 +141,6 @@ func attackTest(t *testing.T, executor, variant string, fault func(ip, mac strin
 	if defences() {
 		assert.Contains(t, rec.Trace, victimVM+" is bound to address "+addr.String()+", MAC "+mac)
 	}
-	r.Signal(os.Interrupt)
-	_ = r.Wait(ctx)
 	tb.WaitOnlyTemplates(ctx, t)
 	arp, err := tb.Host.Command(ctx, tb.Host.ArpCommand(), "-an").CombinedOutput()
 	require.NoError(t, err, "%s", arp)
@@ -188,11 +191,12 @@ func TestIsolationNoGuestToGuestTCP(t *testing.T) {
 				assert.Contains(t, rec.Trace, "peer=closed", "on a private switch a job VM cannot reach another's sshd")
 			}
 			// The target reached GitLab too: it cloned the project and
-			// printed its marker; cancel it now.
-			require.NoError(t, tb.GitLab.Cancel(target))
-			tb.Wait(ctx, t, target)
+			// printed its marker. A forceful stop ends it at once.
 			r.Signal(os.Interrupt)
 			_ = r.Wait(ctx)
+			if rec, _ := tb.GitLab.Job(target); rec.Status == gitlab.StatusSuccess {
+				t.Errorf("the target job ended %s before it was aborted", rec.Status)
+			}
 			tb.WaitOnlyTemplates(ctx, t)
 		})
 	}
