@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,6 +182,21 @@ func TestTemplateRotateWhileAJobRuns(t *testing.T) {
 		return out
 	}
 	require.NotEmpty(t, oldClones(), "job1's VM is a clone of %s", oldSnap)
+	poolVMs := func(snap string) []string {
+		var out []string
+		for _, n := range tb.VMs(ctx, t) {
+			if strings.HasPrefix(n, "ci-"+fixture.Runner+"-p") && tb.CloneOrigin(ctx, t, n) == tmplName+"@"+snap {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	var oldIdle []string
+	// Upstream takes a slot (here: the idle VM) for each job request it
+	// makes, so the pool boots another for idle_count: one or two VMs.
+	require.Eventually(t, func() bool { oldIdle = poolVMs(oldSnap); return len(oldIdle) >= 1 }, 60*time.Second, 100*time.Millisecond,
+		"pool.idle_count = 1: an idle VM of the first build waits")
+	at(fmt.Sprintf("pool VMs %v (clones of %s) are up", oldIdle, oldSnap))
 
 	script := filepath.Join(dir, "rotate.sh")
 	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\nset -eu\necho \"marker: rotated $(date -u +%H:%M:%S)\" > "+marker+"\necho provision: marker written\n"), 0o644))
@@ -199,6 +215,15 @@ func TestTemplateRotateWhileAJobRuns(t *testing.T) {
 	assert.Equal(t, []string{oldSnap, newSnap}, tb.Snapshots(t, tmplName))
 	rec1, _ = tb.GitLab.Job(job1)
 	require.Equal(t, gitlab.StatusRunning, rec1.Status, "job1 is still running after the rotation (took %s)", rotEnd.Sub(rotStart))
+	assert.Contains(t, tb.Snapshots(t, tmplName), oldSnap)
+
+	require.Eventually(t, func() bool {
+		vms := tb.VMs(ctx, t)
+		return !slices.ContainsFunc(oldIdle, func(n string) bool { return slices.Contains(vms, n) })
+	}, 30*time.Second, 100*time.Millisecond, "the pool VMs of the old build are retired once a newer build exists")
+	at(fmt.Sprintf("pool VMs %v of the old build retired", oldIdle))
+	rec1, _ = tb.GitLab.Job(job1)
+	require.Equal(t, gitlab.StatusRunning, rec1.Status, "the retirement happened while job1 still ran")
 
 	job2 := tb.Enqueue(t, gitlab.JobSpec{Name: "next-on-new", Script: []string{show}})
 	rec2 := tb.Wait(ctx, t, job2)
@@ -226,14 +251,13 @@ func TestTemplateRotateWhileAJobRuns(t *testing.T) {
 	require.Eventually(t, func() bool { return len(oldClones()) == 0 }, 60*time.Second, 200*time.Millisecond,
 		"job1's VM and the pool's idle VMs of the old build are destroyed")
 	at("no clone of " + oldSnap + " is left")
-	require.Eventually(t, func() bool {
-		for _, n := range tb.VMs(ctx, t) {
-			if strings.HasPrefix(n, "ci-"+fixture.Runner+"-p") && tb.CloneOrigin(ctx, t, n) == tmplName+"@"+newSnap {
-				return true
-			}
+	require.Eventually(t, func() bool { return len(poolVMs(newSnap)) > 0 }, 60*time.Second, 200*time.Millisecond,
+		"the pool keeps an idle VM of the new build")
+	for _, l := range strings.Split(runnerLog, "\n") {
+		if strings.Contains(l, "pool") {
+			t.Logf("runner: %s", l)
 		}
-		return false
-	}, 60*time.Second, 200*time.Millisecond, "the pool keeps an idle VM of the new build")
+	}
 
 	out, err = tb.Operator(ctx, t, fixture.Runner, "template", "prune", tmplName, "--keep", "1")
 	at("template prune done: old snapshot destroyed")
