@@ -76,7 +76,7 @@ func TestTemplateBuildThenNativeJob(t *testing.T) {
 
 	p := startRunner(ctx, t, tb, 1)
 	id := tb.Enqueue(t, gitlab.JobSpec{Name: "on-built-template", Script: []string{
-		"id -un", "gitlab-runner --version | head -1", "git --version", "test -w /cache && echo cache writable", "cat README.md",
+		"id -un", "gitlab-runner --version", "git --version", "test -w /cache && echo cache writable", "cat README.md",
 	}})
 	rec := tb.Wait(ctx, t, id)
 	log := testbed.Output(rec.Trace)
