@@ -201,11 +201,18 @@ func (g *guest) run(ctx context.Context, command string, stdin []byte) (string, 
 	return out.String(), nil
 }
 
-// stop shuts name down and waits for vm-bhyve to see it stopped.
+// stop shuts the template down through ACPI, up to stop_timeout, and
+// waits for vm-bhyve to see it stopped. A template that had to be powered
+// off is an error: the snapshot would carry a disk whose file systems
+// were never unmounted into every clone.
 func (e *templateEnv) stop(ctx context.Context, name string) error {
 	sctx, cancel := context.WithTimeout(ctx, e.s.StopTimeout+time.Minute)
 	defer cancel()
-	return e.d.Stop(sctx, name, e.s.StopTimeout)
+	err := e.d.ShutDown(sctx, name, e.s.StopTimeout)
+	if errors.Is(err, vmbhyve.ErrPoweredOff) {
+		return fmt.Errorf("%w; no snapshot taken of a disk that was not cleanly unmounted: raise stop_timeout in %s (now %s) or see why the guest ignores the ACPI power button (vm console %s), then run template rotate %s", err, e.s.Path, e.s.StopTimeout, name, e.name)
+	}
+	return err
 }
 
 // provisionVars are the variables the provisioning scripts read.

@@ -164,7 +164,7 @@ func (e *templateEnv) printBuildPlan(o vmbhyve.CreateOptions, sw, adminUser, sna
 	}
 	cmd(e.s.VMArgv("stop", e.name))
 	cmd(e.s.VMArgv("list"))
-	fmt.Fprintf(w, "# until %s is Stopped (vm poweroff -f %s after stop_timeout %s)\n", e.name, e.name, e.s.StopTimeout)
+	fmt.Fprintf(w, "# until %s is Stopped, up to stop_timeout %s; after that vm poweroff -f %s and no snapshot (the disk is not clean)\n", e.name, e.s.StopTimeout, e.name)
 	cmd(e.s.VMArgv("snapshot", e.name+"@"+snap))
 	if e.s.SSH.KnownHostsFile != "" {
 		fmt.Fprintf(w, "# pin the host key: \"%s <key>\" in %s\n", e.name, e.s.SSH.KnownHostsFile)

@@ -138,6 +138,9 @@ type Logf func(format string, args ...any)
 type VM struct {
 	Name     string
 	Template string
+	// Snapshot is the template's snapshot the VM was cloned from, with
+	// "latest" resolved ("" for a VM reattached by Attach).
+	Snapshot string
 	MAC      net.HardwareAddr
 	Address  Address
 	Timings  []Timing
@@ -221,6 +224,7 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	if err != nil {
 		return nil, &failure.ConfigError{Err: err}
 	}
+	v.Snapshot = snap
 	logf("Cloning %s@%s as %s", m.Config.Template, snap, name)
 	cloneCtx, cancelClone := context.WithTimeout(context.WithoutCancel(ctx), cloneBudget)
 	err = m.phase(v, PhaseClone, func() error {

@@ -327,7 +327,7 @@ func (f *poolFactory) Config() (pool.Config, error) {
 		MaxUseCount:        s.Pool.MaxUseCount,
 		MaxConcurrentBoots: s.Pool.MaxConcurrentBoots,
 		Limit:              r.Limit,
-		Recipe:             recipe(s),
+		Recipe:             currentRecipe(f.host, s),
 	}, nil
 }
 
@@ -340,21 +340,36 @@ type poolVM struct {
 func (v *poolVM) Recipe() string { return v.recipe }
 
 // recipe fingerprints every setting a booted pool VM embodies: where it was
-// cloned from, how vm-bhyve reaches it, its name and marker, and how its
-// SSH connection was opened and verified. A VM made from other values
-// would not be the VM the settings now describe. Settings a job applies
-// itself (shell, builds_dir, ...) are not in it. It is a hash, so that the
+// cloned from (snapshot: the one actually cloned, so "latest" as of the
+// clone), how vm-bhyve reaches it, its name and marker, and how its SSH
+// connection was opened and verified. A VM made from other values would
+// not be the VM the settings now describe. Settings a job applies itself
+// (shell, builds_dir, ...) are not in it. It is a hash, so that the
 // password in it can never reach a log.
-func recipe(s *settings.Settings) string {
+func recipe(s *settings.Settings, snapshot string) string {
 	h := sha256.New()
 	for _, v := range []any{
-		s.Template, s.Snapshot, s.VMCommand, s.SysrcCommand, s.Privilege, s.VMDir, s.NamePrefix, s.HostID,
+		s.Template, snapshot, s.VMCommand, s.SysrcCommand, s.Privilege, s.VMDir, s.NamePrefix, s.HostID,
 		s.SSH.User, s.SSH.Port, s.SSH.IdentityFile, s.SSH.KnownHostsFile, s.SSH.HostKey,
 		s.SSH.Password.Reveal(), s.SSH.PasswordFile, s.SSH.KeepAliveInterval, s.SSH.InsecureSkipHostKeyCheck, s.KillGrace,
 	} {
 		fmt.Fprintf(h, "%q\x00", fmt.Sprint(v))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// currentRecipe is the recipe a VM cloned now would have. With snapshot =
+// "latest" the settings stay the same when `template rotate` adds a
+// snapshot, so the snapshot is resolved here: a pool VM of an older one is
+// out of date as soon as a newer one exists. A snapshot that does not
+// resolve stays as written; no pool VM has that recipe, and a new clone
+// fails with the reason.
+func currentRecipe(host *jobvm.Host, s *settings.Settings) string {
+	snap, err := host.Driver(s).ResolveSnapshot(s.Template, s.Snapshot)
+	if err != nil {
+		snap = s.Snapshot
+	}
+	return recipe(s, snap)
 }
 
 func (f *poolFactory) Create(ctx context.Context) (*poolVM, error) {
@@ -373,7 +388,7 @@ func (f *poolFactory) Create(ctx context.Context) (*poolVM, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &poolVM{VM: vm, recipe: recipe(s)}, nil
+	return &poolVM{VM: vm, recipe: recipe(s, vm.Snapshot)}, nil
 }
 
 // Request is what a job asks of its VM.
@@ -441,7 +456,7 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		return nil, err
 	}
 	if slot != nil && slot.lease != nil && template == s.Template && err == nil && len(size.Set) == 0 {
-		if vm, ok := slot.lease.Take(ctx, recipe(s)); ok {
+		if vm, ok := slot.lease.Take(ctx, currentRecipe(host, s)); ok {
 			vm.Shell = shell
 			job.VM, job.Warm = vm.VM, true
 			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm.VM))

@@ -384,3 +384,63 @@ func TestOrphansAreSweptPeriodically(t *testing.T) {
 	orphan := leaveOrphan(t, h, r, 8)
 	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), orphan) }, 20*time.Second, 50*time.Millisecond, "a later sweep found it")
 }
+
+// With snapshot = "latest" the settings do not change when `template
+// rotate` adds a snapshot; the idle VM cloned from the older one must still
+// be retired, so that the next job runs on the new build and the old
+// snapshot loses its last clone.
+func TestPoolVMsOfAnOlderSnapshotAreRetiredWithLatest(t *testing.T) {
+	pool := []string{`snapshot = "latest"`, "[runners.\"sim-runner\".pool]", "idle_count = 1"}
+	h := fixture.New(t, sim.Options{}, pool...)
+	snapshot := func(snap, madeFrom string) {
+		t.Helper()
+		require.NoError(t, os.WriteFile(filepath.Join(h.VMDir(), h.Template(), "disk0", "made-from"), []byte(madeFrom+"\n"), 0o644))
+		res, err := h.VM(context.Background(), "snapshot", h.Template()+"@"+snap)
+		require.NoError(t, err)
+		require.Zero(t, res.ExitCode, "vm snapshot: %s", res.Stderr)
+	}
+	snapshot("build-20260101-000000", "old")
+	p := newProvider(t, h)
+	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	warmVM := func() string {
+		t.Helper()
+		var name string
+		require.Eventually(t, func() bool {
+			name = ""
+			for _, n := range vmNames(t, h) {
+				if strings.HasPrefix(n, "ci-sim-runner-p") {
+					name = n
+				}
+			}
+			return gauge(t, p, "idle") == 1 && name != ""
+		}, 60*time.Second, 50*time.Millisecond)
+		return name
+	}
+
+	warmup, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(warmup)
+	old := warmVM()
+	origin, err := h.VM(context.Background(), "info", old)
+	require.NoError(t, err)
+	require.Contains(t, origin.Stdout, "@build-20260101-000000", "the warm VM is a clone of the first build")
+
+	snapshot("build-20260102-000000", "new")
+	start := time.Now()
+	require.Eventually(t, func() bool { return !slices.Contains(vmNames(t, h), old) }, 30*time.Second, 20*time.Millisecond,
+		"the idle VM of the older snapshot is retired without waiting for a job")
+	t.Logf("idle VM of the older snapshot retired %s after the new snapshot appeared", time.Since(start).Round(time.Millisecond))
+	warmVM()
+
+	slot, err := p.Acquire(r)
+	require.NoError(t, err)
+	defer p.Release(slot)
+	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, job.Finish(context.Background(), nil)) }()
+	assert.True(t, job.Warm, "the replacement, cloned from the new snapshot, serves the job")
+	assert.Equal(t, "build-20260102-000000", job.VM.Snapshot)
+	var out strings.Builder
+	require.NoError(t, job.Run(context.Background(), strings.NewReader("cat /made-from"), &out, io.Discard))
+	assert.Equal(t, "new\n", out.String())
+}

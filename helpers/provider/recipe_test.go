@@ -33,7 +33,7 @@ func TestRecipeChangesWithWhatAPoolVMEmbodies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()
 			tc.edit(s)
-			assert.Equal(t, tc.differs, recipe(s) != recipe(base()))
+			assert.Equal(t, tc.differs, recipe(s, s.Snapshot) != recipe(base(), base().Snapshot))
 		})
 	}
 }

@@ -105,8 +105,9 @@ type Settings struct {
 	// SSHConnectTimeout (ssh_connect_timeout, "10s") bounds one connection
 	// attempt, TCP connect plus SSH handshake.
 	SSHConnectTimeout time.Duration
-	// StopTimeout (stop_timeout, "30s") is how long an ACPI shutdown may take
-	// before the VM is powered off.
+	// StopTimeout (stop_timeout, "30s") is how long a template's ACPI
+	// shutdown may take before its snapshot (template build and rotate).
+	// Job VMs are powered off at once.
 	StopTimeout time.Duration
 	// KillGrace (kill_grace, "10s") is the wait between SIGTERM and SIGKILL to
 	// the job's processes when a job is cancelled.

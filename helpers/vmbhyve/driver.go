@@ -281,24 +281,48 @@ func Gone(_ VM, exists bool) bool { return !exists }
 // error wrapping ErrNotFound. If the guest never stops (e.g. a stale
 // run.lock keeps it Locked) the error names the last state seen.
 func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duration) error {
+	_, err := d.stop(ctx, name, acpiTimeout)
+	return err
+}
+
+// ErrPoweredOff means a guest did not shut down through ACPI within the
+// timeout and was powered off: its file systems were not unmounted.
+var ErrPoweredOff = errors.New("did not shut down through ACPI in time and was powered off")
+
+// ShutDown is Stop for a guest whose disk is snapshotted next (a
+// template): the guest is stopped in any case, but a forced poweroff is an
+// error wrapping ErrPoweredOff, because its disk is not clean.
+func (d *Driver) ShutDown(ctx context.Context, name string, acpiTimeout time.Duration) error {
+	if acpiTimeout <= 0 {
+		return fmt.Errorf("shut down VM %s: an ACPI timeout is needed, got %s", name, acpiTimeout)
+	}
+	forced, err := d.stop(ctx, name, acpiTimeout)
+	if err == nil && forced {
+		err = fmt.Errorf("shut down VM %s: %w after %s", name, ErrPoweredOff, acpiTimeout)
+	}
+	return err
+}
+
+// stop is Stop, also reporting whether `vm poweroff` was needed.
+func (d *Driver) stop(ctx context.Context, name string, acpiTimeout time.Duration) (forced bool, _ error) {
 	if err := ValidName(name); err != nil {
-		return fmt.Errorf("stop: %w", err)
+		return false, fmt.Errorf("stop: %w", err)
 	}
 	unlock, err := d.locks.lock(ctx, name)
 	if err != nil {
-		return fmt.Errorf("stop VM %s: %w", name, err)
+		return false, fmt.Errorf("stop VM %s: %w", name, err)
 	}
 	defer unlock()
 
 	vm, exists, err := d.Get(ctx, name)
 	if err != nil {
-		return fmt.Errorf("stop VM %s: %w", name, err)
+		return false, fmt.Errorf("stop VM %s: %w", name, err)
 	}
 	if !exists {
-		return fmt.Errorf("stop VM %s: %w", name, ErrNotFound)
+		return false, fmt.Errorf("stop VM %s: %w", name, ErrNotFound)
 	}
 	if vm.Stopped() {
-		return nil
+		return false, nil
 	}
 	stopped := func(vm VM, exists bool) bool { return !exists || vm.Stopped() }
 
@@ -308,7 +332,7 @@ func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duratio
 		// core::stop warns (exit 0) when there is no vmm yet; nothing to
 		// act on, the wait below decides.
 		if _, _, err := d.vm(ctx, "stop", name); err != nil && failure.KindOf(err) == failure.Config {
-			return fmt.Errorf("stop VM %s: %w", name, err)
+			return false, fmt.Errorf("stop VM %s: %w", name, err)
 		}
 	}
 	if acpiTimeout > 0 {
@@ -316,10 +340,10 @@ func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duratio
 		vm, err := d.WaitState(acpiCtx, name, stopped)
 		cancel()
 		if err == nil {
-			return goneIsNotFound(name, vm)
+			return false, goneIsNotFound(name, vm)
 		}
 		if ctx.Err() != nil || failure.KindOf(err) == failure.Config {
-			return fmt.Errorf("stop VM %s: ACPI shutdown: %w", name, err)
+			return false, fmt.Errorf("stop VM %s: ACPI shutdown: %w", name, err)
 		}
 	}
 
@@ -327,15 +351,15 @@ func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duratio
 		// ErrNotRunning means the guest went away between the last poll and
 		// poweroff. Anything else: look once more before giving up.
 		if vm, exists, gerr := d.Get(ctx, name); gerr == nil && stopped(vm, exists) {
-			return goneIsNotFound(name, vm)
+			return false, goneIsNotFound(name, vm)
 		}
-		return fmt.Errorf("stop VM %s: poweroff: %w", name, err)
+		return true, fmt.Errorf("stop VM %s: poweroff: %w", name, err)
 	}
 	vm, err = d.WaitState(ctx, name, stopped)
 	if err != nil {
-		return fmt.Errorf("stop VM %s: after poweroff: %w", name, err)
+		return true, fmt.Errorf("stop VM %s: after poweroff: %w", name, err)
 	}
-	return goneIsNotFound(name, vm)
+	return true, goneIsNotFound(name, vm)
 }
 
 // goneIsNotFound turns the zero VM that WaitState returns for a guest that

@@ -190,7 +190,11 @@ esac
 `,
 	"pw": `# pw(8): usershow and useradd (NAME or -n NAME, -m, -s, -c, -d), via
 # Debian's useradd; the password field becomes "*" (no password, key logins
-# allowed), as pw leaves a new account. Exit 67 is pw's EX_NOUSER.
+# allowed), as pw leaves a new account. Exit 67 is pw's EX_NOUSER. -m
+# copies FreeBSD's /usr/share/skel, whose dot files are for sh and csh: no
+# .bash_logout. Debian's /etc/skel/.bash_logout runs clear_console, which
+# fails without a terminal and so fails every upstream job script (bash -l
+# under set -e), so the home starts from an empty skeleton instead.
 sub="$1"; shift
 name=""; shell=/bin/sh; gecos=""; home=""; mk=""
 case "$1" in -*|"") ;; *) name="$1"; shift ;; esac
@@ -209,7 +213,9 @@ usershow) # master.passwd(5) order: name:pw:uid:gid:class:change:expire:gecos:ho
 	e=$(getent passwd "$name") || { echo "pw: no such user '$name'" >&2; exit 67; }
 	echo "$e" | awk -F: '{ printf "%s:*:%s:%s::0:0:%s:%s:%s\n", $1, $3, $4, $5, $6, $7 }' ;;
 useradd)
-	/usr/sbin/useradd $mk -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
+	skel=""
+	if [ -n "$mk" ]; then mkdir -p /var/db/bhyve-sim/skel; skel="-k /var/db/bhyve-sim/skel"; fi
+	/usr/sbin/useradd $mk $skel -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
 	/usr/sbin/usermod -p '*' "$name"
 	mkdir -p /var/db/bhyve-sim && echo "$name" >> /var/db/bhyve-sim/users ;;
 *) echo "pw (bhyve-sim stand-in): $sub not simulated" >&2; exit 1 ;;

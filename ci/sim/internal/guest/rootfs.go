@@ -58,8 +58,13 @@ func (g *guestInit) buildRoot() error {
 			return fmt.Errorf("lay VM disk over root: %w", err)
 		}
 	}
-	if err := mkdirSticky(filepath.Join(m, "builds")); err != nil {
-		return err
+	image := g.p.DiskDir != "" && diskimage.IsImageDisk(g.p.DiskDir)
+	if !image {
+		// The article's hand-made template has it; a FreeBSD cloud image
+		// has /builds only once provisioning made it (and it is on the disk).
+		if err := mkdirSticky(filepath.Join(m, "builds")); err != nil {
+			return err
+		}
 	}
 	home := filepath.Join(m, u.home)
 	if err := os.MkdirAll(home, 0o755); err != nil {
@@ -82,7 +87,6 @@ func (g *guestInit) buildRoot() error {
 			keys[i] = strings.TrimPrefix(k, g.p.DiskDir+"/")
 		}
 	}
-	image := g.p.DiskDir != "" && diskimage.IsImageDisk(g.p.DiskDir)
 	if image {
 		if keys, err = g.imageBoot(m, u); err != nil {
 			return err
