@@ -43,6 +43,9 @@ type layerDoc struct {
 	VMCommand         *rawValue `toml:"vm_command"`
 	SysrcCommand      *rawValue `toml:"sysrc_command"`
 	ZFSCommand        *rawValue `toml:"zfs_command"`
+	InstallCommand    *rawValue `toml:"install_command"`
+	RmCommand         *rawValue `toml:"rm_command"`
+	HostKeys          *rawValue `toml:"host_keys"`
 	Privilege         *rawValue `toml:"privilege"`
 	VMDir             *rawValue `toml:"vm_dir"`
 	LeaseFile         *rawValue `toml:"lease_file"`

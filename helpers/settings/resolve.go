@@ -27,6 +27,9 @@ var builtin = map[string]any{
 	"vm_command":                       []any{"/usr/local/sbin/vm"},
 	"sysrc_command":                    []any{"/usr/sbin/sysrc"},
 	"zfs_command":                      []any{"/sbin/zfs"},
+	"install_command":                  []any{"/usr/bin/install"},
+	"rm_command":                       []any{"/bin/rm"},
+	"host_keys":                        HostKeysAuto,
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
 	"vm_dir":                           "/vm",
 	"lease_file":                       "/var/db/kea/kea-leases4.csv",
@@ -382,6 +385,9 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.VMCommand, _ = r.argv("vm_command", 1, `an argv array such as ["/usr/local/sbin/vm"]`)
 	s.SysrcCommand, _ = r.argv("sysrc_command", 1, `an argv array such as ["/usr/sbin/sysrc"]`)
 	s.ZFSCommand, _ = r.argv("zfs_command", 1, `an argv array such as ["/sbin/zfs"]`)
+	s.InstallCommand, _ = r.argv("install_command", 1, `an argv array such as ["/usr/bin/install"]`)
+	s.RmCommand, _ = r.argv("rm_command", 1, `an argv array such as ["/bin/rm"]`)
+	s.HostKeys = r.strMatching("host_keys", fmt.Sprintf("%q, %q or %q", HostKeysAuto, HostKeysPerVM, HostKeysTemplate), validHostKeysMode)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
 
 	absHost := func(p string) bool { return filepath.IsAbs(p) && !strings.ContainsAny(p, "\x00\n") }

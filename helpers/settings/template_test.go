@@ -178,7 +178,7 @@ func TestDocumentationCoversEveryKey(t *testing.T) {
 	require.NoError(t, err)
 
 	keys := sectionKeys()
-	require.Len(t, keys, 18+9+4)
+	require.Len(t, keys, 21+9+4)
 	for _, key := range keys {
 		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(key) + "` \\| ([^|]+) \\|")
 		m := row.FindSubmatch(ref)
