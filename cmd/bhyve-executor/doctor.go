@@ -67,8 +67,8 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	d := h.Driver(s)
 	vmOK := doctorVM(ctx, c, s, d)
 	doctorSysrc(c, s)
-	if vmOK {
-		doctorTemplateState(ctx, c, s, d, s.Template)
+	if vmOK && doctorTemplateState(ctx, c, s, d, s.Template) {
+		doctorHostKeys(ctx, c, s, d, s.Template)
 	}
 	doctorLeases(ctx, c, s)
 	doctorSSH(c, s)

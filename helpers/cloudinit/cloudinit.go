@@ -128,14 +128,27 @@ func Render(in Inherited, vm string, mac net.HardwareAddr, key *HostKey) ([]File
 
 const cloudConfigHeader = "#cloud-config"
 
-func userData(inherited []byte, key *HostKey) ([]byte, error) {
+// CheckUserData says whether ssh_keys can be added to an inherited
+// user-data (nil or empty: a new one is written): an ErrNotCloudConfig
+// when nuageinit would not parse it.
+func CheckUserData(inherited []byte) error {
 	if len(bytes.TrimSpace(inherited)) == 0 {
-		inherited = []byte(cloudConfigHeader + "\n")
+		return nil
 	}
 	// nuageinit checks the first line (libexec/nuageinit: "#cloud-config").
 	first, _, _ := strings.Cut(string(inherited), "\n")
 	if strings.TrimRight(first, " \r") != cloudConfigHeader {
-		return nil, fmt.Errorf("%w (it starts with %q)", ErrNotCloudConfig, clip(first))
+		return fmt.Errorf("%w (it starts with %q)", ErrNotCloudConfig, clip(first))
+	}
+	return nil
+}
+
+func userData(inherited []byte, key *HostKey) ([]byte, error) {
+	if err := CheckUserData(inherited); err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(inherited)) == 0 {
+		inherited = []byte(cloudConfigHeader + "\n")
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(inherited, &doc); err != nil {

@@ -2,7 +2,6 @@ package jobvm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -89,35 +88,45 @@ func (m *Manager) perVMSeed(ctx context.Context, v *VM) (_ []vmbhyve.SeedFile, _
 	if err != nil {
 		return nil, nil, "", err
 	}
-	switch {
-	case !ci.Dir:
-		return nil, nil, fmt.Sprintf("template %s has no .cloud-init/ (it was not created with vm create -C)", v.Template), nil
-	case !ci.SeedDisk:
-		return nil, nil, fmt.Sprintf("template %s's conf attaches no seed.iso disk", v.Template), nil
+	if why, err := PerVMUnready(ctx, m.Seeds, v.Template, ci); why != "" || err != nil {
+		return nil, nil, why, err
 	}
 	key, err := cloudinit.NewHostKey("root@" + v.Name)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	rendered, err := cloudinit.Render(cloudinit.Inherited{UserData: ci.UserData, NetworkConfig: ci.NetworkConfig}, v.Name, v.MAC, key)
-	if errors.Is(err, cloudinit.ErrNotCloudConfig) {
-		return nil, nil, fmt.Sprintf("template %s's .cloud-init/user-data: %v", v.Template, err), nil
-	}
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("template %s's cloud-init data: %w", v.Template, err)
-	}
-	rebuilt, version, err := m.Seeds.SeedBuiltAtStart(ctx)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	if !rebuilt {
-		return nil, nil, fmt.Sprintf("vm-bhyve %s does not rebuild seed.iso at vm start (1.7.0 and later do)", version), nil
 	}
 	files := make([]vmbhyve.SeedFile, 0, len(rendered))
 	for _, f := range rendered {
 		files = append(files, vmbhyve.SeedFile{Name: f.Name, Data: f.Data})
 	}
 	return files, key, "", nil
+}
+
+// PerVMUnready says why a clone of template that inherits ci cannot take
+// a per-VM host key, or "" when it can. doctor and template check ask it
+// about the template's snapshot, the host key step about the clone.
+func PerVMUnready(ctx context.Context, seeds Seeds, template string, ci vmbhyve.CloudInit) (string, error) {
+	switch {
+	case !ci.Dir:
+		return fmt.Sprintf("template %s has no .cloud-init/ (it was not created with vm create -C)", template), nil
+	case !ci.SeedDisk:
+		return fmt.Sprintf("template %s's conf attaches no seed.iso disk", template), nil
+	}
+	if err := cloudinit.CheckUserData(ci.UserData); err != nil {
+		return fmt.Sprintf("template %s's .cloud-init/user-data: %v", template, err), nil
+	}
+	rebuilt, version, err := seeds.SeedBuiltAtStart(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !rebuilt {
+		return fmt.Sprintf("vm-bhyve %s does not rebuild seed.iso at vm start (1.7.0 and later do)", version), nil
+	}
+	return "", nil
 }
 
 // hostKeyFromConf reads the per-VM key a Create recorded; nil means the VM

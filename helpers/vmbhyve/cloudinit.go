@@ -43,19 +43,36 @@ func (d *Driver) CloudInit(name string) (CloudInit, error) {
 	if err != nil {
 		return CloudInit{}, err
 	}
+	return readCloudInit(name, conf, filepath.Join(d.VMDir, name, cloudInitDir))
+}
+
+// SnapshotCloudInit is CloudInit for what every clone of template@snap
+// will inherit, read from the snapshot itself.
+func (d *Driver) SnapshotCloudInit(template, snap string) (CloudInit, error) {
+	if err := ValidName(template); err != nil {
+		return CloudInit{}, err
+	}
+	dir := d.snapshotDir(template, snap)
+	data, err := os.ReadFile(filepath.Join(dir, template+".conf"))
+	if err != nil {
+		return CloudInit{}, fmt.Errorf("cloud-init of %s@%s: %w", template, snap, err)
+	}
+	return readCloudInit(template+"@"+snap, parseConf(data), filepath.Join(dir, cloudInitDir))
+}
+
+func readCloudInit(what string, conf map[string]string, dir string) (CloudInit, error) {
 	var ci CloudInit
 	for k, v := range conf {
 		if diskNameKey.MatchString(k) && v == seedFile {
 			ci.SeedDisk = true
 		}
 	}
-	dir := filepath.Join(d.VMDir, name, cloudInitDir)
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return ci, nil
 	case err != nil:
-		return CloudInit{}, fmt.Errorf("cloud-init of %s: %w", name, err)
+		return CloudInit{}, fmt.Errorf("cloud-init of %s: %w", what, err)
 	}
 	ci.Dir = st.IsDir()
 	if !ci.Dir {
@@ -67,7 +84,7 @@ func (d *Driver) CloudInit(name string) (CloudInit, error) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("cloud-init of %s: %w", name, err)
+			return nil, fmt.Errorf("cloud-init of %s: %w", what, err)
 		}
 		if b == nil {
 			b = []byte{}
