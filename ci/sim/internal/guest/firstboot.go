@@ -257,7 +257,11 @@ usershow) # master.passwd(5) order: name:pw:uid:gid:class:change:expire:gecos:ho
 	e=$(getent passwd "$name") || { echo "pw: no such user '$name'" >&2; exit 67; }
 	echo "$e" | awk -F: '{ printf "%s:*:%s:%s::0:0:%s:%s:%s\n", $1, $3, $4, $5, $6, $7 }' ;;
 useradd)
-	/usr/sbin/useradd $mk -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
+	# -m copies FreeBSD's /usr/share/skel (dot.profile, dot.shrc...), never
+	# Debian's /etc/skel, whose .bash_logout runs clear_console and fails
+	# every login shell that has no terminal.
+	mkdir -p /var/db/bhyve-sim/skel
+	/usr/sbin/useradd $mk ${mk:+-k /var/db/bhyve-sim/skel} -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
 	/usr/sbin/usermod -p '*' "$name"
 	mkdir -p /var/db/bhyve-sim && echo "$name" >> /var/db/bhyve-sim/users ;;
 *) echo "pw (bhyve-sim stand-in): $sub not simulated" >&2; exit 1 ;;
