@@ -40,18 +40,7 @@ func hostKeyUserData(t *testing.T) (string, ssh.PublicKey) {
 func TestNuageinitAppliesSSHKeysOnFirstBootOnly(t *testing.T) {
 	h := sim.New(t, sim.Options{})
 	ctx := testCtx(t, 3*time.Minute)
-	img := filepath.Join(t.TempDir(), "freebsd.img")
-	if err := sim.WriteImage(img); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := h.Signer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := filepath.Join(t.TempDir(), "key.pub")
-	if err := os.WriteFile(pub, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	img, pub, _ := imageAndKey(t, h)
 	mustVM(t, ctx, h, "create", "-i", img, "-C", "-k", pub, "tmpl-ci")
 	addr := bootAndAddr(t, ctx, h, "tmpl-ci")
 	_, tmplKey := sshAsWait(t, ctx, h, "tmpl-ci", addr, h.SSHUser(), "su -m root -c 'touch /firstboot'")

@@ -82,13 +82,13 @@ func cloudInitTemplate(t *testing.T, ctx context.Context, h *fixture.Host, name,
 	vmOK("stop", name)
 	require.Eventually(t, func() bool {
 		r, err := h.VM(ctx, "list")
-		return err == nil && strings.Contains(r.Stdout, name) && regexpStopped(r.Stdout, name)
+		return err == nil && listedStopped(r.Stdout, name)
 	}, 30*time.Second, 50*time.Millisecond)
 	vmOK("snapshot", name+"@"+snap)
 	return key
 }
 
-func regexpStopped(list, name string) bool {
+func listedStopped(list, name string) bool {
 	for _, l := range strings.Split(list, "\n") {
 		if f := strings.Fields(l); len(f) > 0 && f[0] == name {
 			return strings.Contains(l, "Stopped")
