@@ -89,10 +89,11 @@ func bootAndAddr(t *testing.T, ctx context.Context, h *sim.Host, name string) ne
 // gives the key to the default user, sshd generates host keys), changes
 // made as root through su surviving a clean shutdown, snapshot, a clone
 // with the same host key, and the ZFS rules on destroy@snap and rollback.
-func TestCreateFromImage(t *testing.T) {
-	h := sim.New(t, sim.Options{})
-	ctx := testCtx(t, 3*time.Minute)
-	img := filepath.Join(t.TempDir(), "freebsd.img")
+// imageAndKey writes a BASIC-CLOUDINIT stand-in image and the simulated
+// host's public key into files, for `vm create -i IMG -C -k PUB`.
+func imageAndKey(t *testing.T, h *sim.Host) (img, pub string, signer ssh.Signer) {
+	t.Helper()
+	img = filepath.Join(t.TempDir(), "freebsd.img")
 	if err := sim.WriteImage(img); err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +101,17 @@ func TestCreateFromImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := filepath.Join(t.TempDir(), "key.pub")
+	pub = filepath.Join(t.TempDir(), "key.pub")
 	if err := os.WriteFile(pub, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return img, pub, signer
+}
+
+func TestCreateFromImage(t *testing.T) {
+	h := sim.New(t, sim.Options{})
+	ctx := testCtx(t, 3*time.Minute)
+	img, pub, signer := imageAndKey(t, h)
 
 	for _, tc := range []struct {
 		name string

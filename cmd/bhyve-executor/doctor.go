@@ -68,7 +68,9 @@ func doctor(ctx context.Context, a *app, args []string) error {
 	vmOK := doctorVM(ctx, c, s, d)
 	doctorSysrc(c, s)
 	if vmOK {
-		doctorTemplateState(ctx, c, s, d, s.Template)
+		if doctorTemplateState(ctx, c, s, d, s.Template) {
+			doctorHostKeys(ctx, c, s, d, s.Template)
+		}
 		doctorResources(ctx, c, s, h)
 		doctorIsolation(ctx, c, s, d)
 	}

@@ -49,6 +49,16 @@ func TestDoctorOnAHealthyHost(t *testing.T) {
 	}
 	assert.Contains(t, out, "all checks passed")
 	assert.NotContains(t, out, "FAIL")
+	assert.Contains(t, out, `[WARN] host keys: host_keys = "auto" falls back to tmpl's shared key: template tmpl has no .cloud-init/`, "the hand-made template cannot take per-VM keys")
+	assert.Contains(t, out, "fix: build the template with `bhyve-executor template build tmpl")
+}
+
+func TestDoctorRefusesPerVMHostKeysOnATemplateWithoutCloudInit(t *testing.T) {
+	h := fixture.New(t, sim.Options{}, `host_keys = "per-vm"`)
+	out, _, code := operator(t, h, h.SettingsPath, "doctor")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, `[FAIL] host keys: host_keys = "per-vm", but template tmpl has no .cloud-init/`)
+	assert.Contains(t, out, `or set host_keys = "template"`)
 }
 
 func TestDoctorIsolationPrerequisites(t *testing.T) {

@@ -37,6 +37,7 @@ func templateCheck(ctx context.Context, a *app, args []string) error {
 	}
 	c := &checks{w: a.stdout}
 	if doctorTemplateState(ctx, c, e.s, e.d, name) {
+		doctorHostKeys(ctx, c, e.s, e.d, name)
 		checkClone(ctx, c, e.s, h, name, *runnerBinary)
 	} else {
 		c.fail("test boot", "skipped because of the failures above", "fix those first, then run template check "+name+" again")
@@ -125,6 +126,7 @@ func checkClone(ctx context.Context, c *checks, s *settings.Settings, h *jobvm.H
 		ready += t.Took
 	}
 	c.ok("test boot", "clone %s at %s: host key matches the pin, user %q logged in with the key; SSH ready in %s (%s)", name, vm.Address.IP, s.SSH.User, ready.Round(time.Millisecond), timings(vm))
+	checkCloneHostKey(c, vm)
 
 	probe := guestProbe + fmt.Sprintf("for d in %s %s; do if [ -d \"$d\" ] && [ -w \"$d\" ]; then echo \"dir_$d=ok\"; else echo \"dir_$d=no\"; fi; done\n", shQuote(s.BuildsDir), shQuote(s.CacheDir))
 	var out strings.Builder
@@ -190,6 +192,8 @@ func cloneFix(err error, s *settings.Settings, tmpl string, steps []string) stri
 	var auth *guestssh.AuthError
 	var hk *guestssh.HostKeyError
 	switch {
+	case errors.As(err, &hk) && hk.Advice != "":
+		return fmt.Sprintf("the clone did not present the per-VM key it was given: its first boot did not apply cloud-init ssh_keys. Keep nuageinit and /firstboot in the snapshot (`touch /firstboot` last before `vm stop`; bhyve-executor template rotate %s does), or set host_keys = %q", tmpl, settings.HostKeysTemplate)
 	case errors.As(err, &hk):
 		return fmt.Sprintf("the clone's host key is not the one pinned for %s: its host keys were regenerated (cloud-init ssh_deletekeys, keys deleted before the snapshot). Rebuild with `bhyve-executor template build`, or pin the new key if you changed it on purpose", tmpl)
 	case errors.As(err, &auth):

@@ -83,10 +83,13 @@ func TestTemplateBuildThenJob(t *testing.T) {
 	assert.Equal(t, customexec.NoFailure, res.Failure)
 	assert.Contains(t, log.String(), "Cloning fbsd@build-")
 	assert.Contains(t, log.String(), "gitlab-runner\nVersion:      17.5.0\ncache ok")
+	assert.Contains(t, log.String(), "Host key: per-VM ssh-ed25519 SHA256:", "a template build makes templates ready for per-VM keys")
 
 	out, _, code = operator(t, h.sim, h.sim.SettingsPath, "template", "check", "fbsd", "--runner-binary", rb)
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "[ ok ] gitlab-runner: ")
+	assert.Contains(t, out, "[ ok ] host keys: per-VM: clones of fbsd@build-")
+	assert.Contains(t, out, "[ ok ] per-VM host key: ci-check-")
 	assert.Contains(t, out, "all checks passed\n")
 
 	out, _, code = operator(t, h.sim, h.sim.SettingsPath, "template", "check", "fbsd", "--runner-binary", fakeRunner(t, "17.6.0"))

@@ -61,11 +61,15 @@ type Config struct {
 	Signers  []ssh.Signer
 	Password string // optional; never logged, never in errors or String()
 
-	// HostKeys are the pinned keys of the template (all clones share them).
+	// HostKeys are the pinned keys: the template's (all its clones share
+	// them) or the one generated for this very VM.
 	HostKeys []ssh.PublicKey
 	// HostKeyAlias names HostKeys in messages: the known_hosts alias they
 	// were loaded under, normally the template name.
 	HostKeyAlias string
+	// HostKeyAdvice, when set, is what a *HostKeyError tells the operator
+	// to do instead of updating a template's pin.
+	HostKeyAdvice string
 	// InsecureIgnoreHostKey accepts any host key. It exists for debugging
 	// a template only; the caller must log loudly when it is set.
 	InsecureIgnoreHostKey bool
@@ -390,7 +394,7 @@ func clientConfig(addr string, cfg Config, st *attemptState) *ssh.ClientConfig {
 					return nil
 				}
 			}
-			e := &HostKeyError{Addr: addr, Alias: cfg.HostKeyAlias, Got: key, Want: cfg.HostKeys}
+			e := &HostKeyError{Addr: addr, Alias: cfg.HostKeyAlias, Got: key, Want: cfg.HostKeys, Advice: cfg.HostKeyAdvice}
 			st.mu.Lock()
 			st.hostKeyErr = e
 			st.mu.Unlock()
@@ -426,7 +430,7 @@ func classifyHandshake(addr string, cfg Config, st *attemptState, err error) err
 	}
 	var neg *ssh.AlgorithmNegotiationError
 	if errors.As(err, &neg) && neg.What == "host key" && !cfg.InsecureIgnoreHostKey {
-		return &HostKeyError{Addr: addr, Alias: cfg.HostKeyAlias, Want: cfg.HostKeys, ServerAlgorithms: neg.RequestedAlgorithms}
+		return &HostKeyError{Addr: addr, Alias: cfg.HostKeyAlias, Want: cfg.HostKeys, ServerAlgorithms: neg.RequestedAlgorithms, Advice: cfg.HostKeyAdvice}
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("handshake timed out after %s (sshd accepted the connection but did not finish the handshake): %w",

@@ -25,6 +25,8 @@ type HostKeyError struct {
 	// ServerAlgorithms lists the host key algorithms the server offered when
 	// negotiation failed (Got == nil).
 	ServerAlgorithms []string
+	// Advice replaces the advice on pinning a template's key (Config.HostKeyAdvice).
+	Advice string
 }
 
 func (e *HostKeyError) Error() string {
@@ -35,6 +37,10 @@ func (e *HostKeyError) Error() string {
 	} else {
 		fmt.Fprintf(&b, "ssh host key mismatch for %s: the server offers only host key algorithms %s, none of which matches the pinned key(s) %s",
 			e.Addr, strings.Join(e.ServerAlgorithms, ","), describeKeys(e.Want))
+	}
+	if e.Advice != "" {
+		b.WriteString("; " + e.Advice)
+		return b.String()
 	}
 	where := "the known_hosts entry"
 	if e.Alias != "" {

@@ -267,11 +267,13 @@ func (l *fakeLeases) WaitAddress(ctx context.Context, mac net.HardwareAddr) (Add
 type fakeSSH struct {
 	err       error
 	templates []string
+	pins      []HostKeyPin
 	conn      *fakeConn
 }
 
-func (s *fakeSSH) Connect(ctx context.Context, addr netip.Addr, template string) (Conn, error) {
-	s.templates = append(s.templates, template)
+func (s *fakeSSH) Connect(ctx context.Context, addr netip.Addr, pin HostKeyPin) (Conn, error) {
+	s.templates = append(s.templates, pin.Template)
+	s.pins = append(s.pins, pin)
 	if s.err != nil {
 		return nil, s.err
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/crypto/ssh"
+
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostnet"
@@ -64,7 +66,8 @@ var selfHeld = &HeldSet{}
 func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {
 	key := strings.Join([]string{
 		strings.Join(s.Privilege, "\x00"), strings.Join(s.VMCommand, "\x00"),
-		strings.Join(s.SysrcCommand, "\x00"), strings.Join(s.ZFSCommand, "\x00"), s.VMDir,
+		strings.Join(s.SysrcCommand, "\x00"), strings.Join(s.ZFSCommand, "\x00"),
+		strings.Join(s.InstallCommand, "\x00"), strings.Join(s.RmCommand, "\x00"), s.VMDir,
 	}, "\x01")
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -74,7 +77,7 @@ func (h *Host) Driver(s *settings.Settings) *vmbhyve.Driver {
 	d, ok := h.drivers[key]
 	if !ok {
 		d = &vmbhyve.Driver{
-			VM: s.VMCommand, Sysrc: s.SysrcCommand, ZFS: s.ZFSCommand, Privilege: s.Privilege,
+			VM: s.VMCommand, Sysrc: s.SysrcCommand, ZFS: s.ZFSCommand, Install: s.InstallCommand, Rm: s.RmCommand, Privilege: s.Privilege,
 			VMDir: s.VMDir, Cmd: vmbhyve.ExecCommander{},
 		}
 		h.drivers[key] = d
@@ -99,6 +102,7 @@ func (h *Host) Manager(s *settings.Settings, template, shell string) *Manager {
 	return &Manager{
 		Net:    netw,
 		VMs:    h.Driver(s),
+		Seeds:  h.Driver(s),
 		Leases: keaLeases{reader: kea.NewReader(s.LeaseFile)},
 		SSH:    &sshConnector{s: s, dialer: h.Dialer, logf: h.Logf},
 		Owner:  Owner{HostID: s.HostID, Runner: s.RunnerName},
@@ -110,6 +114,7 @@ func (h *Host) Manager(s *settings.Settings, template, shell string) *Manager {
 			Shell:       shell,
 			BootTimeout: s.BootTimeout,
 			Limits:      limits(s),
+			HostKeys:    s.HostKeys,
 		},
 		Memory:       sysctlGauge{src: SysctlSource(s)},
 		Observer:     h.Observer,
@@ -131,58 +136,72 @@ func (k keaLeases) WaitAddress(ctx context.Context, mac net.HardwareAddr) (Addre
 	return Address{IP: l.Address, Source: fmt.Sprintf("%s line %d", l.File, l.Line)}, nil
 }
 
-// sshConnector opens job connections with the settings' credentials and the
-// host key pinned for the VM's template.
+// sshConnector opens job connections with the settings' credentials and
+// the host key the pin names.
 type sshConnector struct {
 	s      *settings.Settings
 	dialer guestssh.Dialer
 	logf   func(string, ...any)
 }
 
-func (c *sshConnector) Connect(ctx context.Context, addr netip.Addr, template string) (Conn, error) {
-	cfg, err := c.config(template)
+func (c *sshConnector) Connect(ctx context.Context, addr netip.Addr, pin HostKeyPin) (Conn, error) {
+	cfg, err := c.config(pin)
 	if err != nil {
 		return nil, err
 	}
 	client, err := guestssh.Connect(ctx, net.JoinHostPort(addr.String(), strconv.Itoa(c.s.SSH.Port)), cfg)
 	if err != nil {
-		return nil, classifySSH(err)
+		return nil, classifySSH(err, pin)
 	}
 	return client, nil
 }
 
-func (c *sshConnector) config(template string) (guestssh.Config, error) {
+func (c *sshConnector) config(pin HostKeyPin) (guestssh.Config, error) {
 	signers, err := c.s.Signers()
 	if err != nil {
 		return guestssh.Config{}, err
 	}
-	keys, err := c.s.HostKeysFor(template)
-	if err != nil {
+	cfg := guestssh.Config{
+		User:              c.s.SSH.User,
+		Signers:           signers,
+		Password:          c.s.SSH.Password.Reveal(),
+		Dialer:            c.dialer,
+		HandshakeTimeout:  c.s.SSHConnectTimeout,
+		KeepAliveInterval: c.s.SSH.KeepAliveInterval,
+		KillGrace:         c.s.KillGrace,
+		Logf:              c.logf,
+	}
+	if pin.VMKey != nil {
+		// Known for certain, so verified even with
+		// insecure_skip_host_key_check, which is about template pins.
+		cfg.HostKeys = []ssh.PublicKey{pin.VMKey}
+		cfg.HostKeyAlias = pin.VM
+		cfg.HostKeyAdvice = perVMAdvice(pin)
+		return cfg, nil
+	}
+	if cfg.HostKeys, err = c.s.HostKeysFor(pin.Template); err != nil {
 		return guestssh.Config{}, err
 	}
-	return guestssh.Config{
-		User:                  c.s.SSH.User,
-		Signers:               signers,
-		Password:              c.s.SSH.Password.Reveal(),
-		HostKeys:              keys,
-		HostKeyAlias:          template,
-		InsecureIgnoreHostKey: c.s.SSH.InsecureSkipHostKeyCheck,
-		Dialer:                c.dialer,
-		HandshakeTimeout:      c.s.SSHConnectTimeout,
-		KeepAliveInterval:     c.s.SSH.KeepAliveInterval,
-		KillGrace:             c.s.KillGrace,
-		Logf:                  c.logf,
-	}, nil
+	cfg.HostKeyAlias = pin.Template
+	cfg.InsecureIgnoreHostKey = c.s.SSH.InsecureSkipHostKeyCheck
+	return cfg, nil
 }
 
 // classifySSH decides who must act on an SSH failure. A host key that does
-// not match the pin, or credentials the guest refuses, will not fix
+// not match a template's pin, or credentials the guest refuses, will not fix
 // themselves on a retry: the operator must update the pin or the key (or
 // investigate, since a changed host key can mean the address is not our VM).
-func classifySSH(err error) error {
+// A per-VM key that does not match is no setting to fix: the guest did not
+// apply it, or something else answered at its address. That fails the
+// job as a system failure (a retry boots a new VM with a new key and
+// address).
+func classifySSH(err error, pin HostKeyPin) error {
 	var hk *guestssh.HostKeyError
 	var auth *guestssh.AuthError
-	if errors.As(err, &hk) || errors.As(err, &auth) {
+	switch {
+	case errors.As(err, &hk) && pin.VMKey != nil:
+		return err
+	case errors.As(err, &hk), errors.As(err, &auth):
 		return &failure.ConfigError{Err: err}
 	}
 	return err

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
 )
@@ -51,10 +53,10 @@ type Address struct {
 	Source string // e.g. "/var/db/kea/kea-leases4.csv line 1042"
 }
 
-// Connector opens the job's SSH connection to a guest booted from template
-// (whose pinned host key it must verify).
+// Connector opens the job's SSH connection to a guest, verifying the host
+// key pin says.
 type Connector interface {
-	Connect(ctx context.Context, addr netip.Addr, template string) (Conn, error)
+	Connect(ctx context.Context, addr netip.Addr, pin HostKeyPin) (Conn, error)
 }
 
 // Conn is one job's SSH connection; each stage is one session.
@@ -97,6 +99,7 @@ type Config struct {
 	Resources     Resources
 	Limits        Limits
 	AdmissionWait time.Duration
+	HostKeys      string // settings.HostKeys*; "" means auto
 }
 
 // Job identifies the CI job a VM is for.
@@ -109,6 +112,7 @@ type Job struct {
 // serve many concurrent jobs.
 type Manager struct {
 	VMs    Hypervisor
+	Seeds  Seeds // nil: every VM keeps its template's host key
 	Leases Addresses
 	SSH    Connector
 	Owner  Owner
@@ -143,7 +147,10 @@ type VM struct {
 	Snapshot string
 	MAC      net.HardwareAddr
 	Address  Address
-	Timings  []Timing
+	// HostKey is the key generated for this VM; nil means the template's
+	// pinned key identifies it.
+	HostKey ssh.PublicKey
+	Timings []Timing
 	// Shell is the command line stage scripts are piped to; it starts as the
 	// Manager's and a front-end may set its own (upstream's generated
 	// BuildShell) before the first stage.
@@ -270,6 +277,11 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 		return nil, err
 	}
 
+	// Host key (hostkey.go): the clone's own, in its cloud-init data.
+	if err := m.hostKey(ctx, v, logf); err != nil {
+		return nil, err
+	}
+
 	// Everything from `vm start` to an SSH session shares one deadline: an
 	// operator thinks in "how long may a boot take", not per step.
 	bootCtx, cancel := context.WithTimeout(ctx, m.Config.BootTimeout)
@@ -296,7 +308,7 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 	}
 
 	if err := m.phase(v, PhaseSSH, func() error {
-		c, err := m.SSH.Connect(bootCtx, v.Address.IP, v.Template)
+		c, err := m.SSH.Connect(bootCtx, v.Address.IP, v.pin())
 		v.conn = c
 		return err
 	}); err != nil {
@@ -410,9 +422,13 @@ func (m *Manager) Attach(ctx context.Context, name string, addr netip.Addr) (*VM
 		return nil, fmt.Errorf("attach to %s: it carries no ownership marker of this runner", name)
 	}
 	mac, _ := net.ParseMAC(conf[keyMAC])
-	v := &VM{Name: name, Template: m.Config.Template, Shell: m.Config.Shell, MAC: mac, Address: Address{IP: addr}, m: m}
+	key, err := hostKeyFromConf(conf)
+	if err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", name, err)
+	}
+	v := &VM{Name: name, Template: m.Config.Template, Shell: m.Config.Shell, MAC: mac, Address: Address{IP: addr}, HostKey: key, m: m}
 	if err := m.phase(v, PhaseSSH, func() error {
-		c, err := m.SSH.Connect(ctx, addr, v.Template)
+		c, err := m.SSH.Connect(ctx, addr, v.pin())
 		v.conn = c
 		return err
 	}); err != nil {

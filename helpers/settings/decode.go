@@ -44,6 +44,9 @@ type layerDoc struct {
 	SysrcCommand      *rawValue `toml:"sysrc_command"`
 	ZFSCommand        *rawValue `toml:"zfs_command"`
 	SysctlCommand     *rawValue `toml:"sysctl_command"`
+	InstallCommand    *rawValue `toml:"install_command"`
+	RmCommand         *rawValue `toml:"rm_command"`
+	HostKeys          *rawValue `toml:"host_keys"`
 	Privilege         *rawValue `toml:"privilege"`
 	Isolation         *rawValue `toml:"isolation"`
 	ArpCommand        *rawValue `toml:"arp_command"`

@@ -29,6 +29,9 @@ var builtin = map[string]any{
 	"sysrc_command":                    []any{"/usr/sbin/sysrc"},
 	"zfs_command":                      []any{"/sbin/zfs"},
 	"sysctl_command":                   []any{},
+	"install_command":                  []any{"/usr/bin/install"},
+	"rm_command":                       []any{"/bin/rm"},
+	"host_keys":                        HostKeysAuto,
 	"privilege":                        []any{"/usr/local/bin/sudo", "-n"},
 	"isolation":                        true,
 	"arp_command":                      []any{"/usr/sbin/arp"},
@@ -390,6 +393,9 @@ func (r *resolver) resolve(runnerName string) *Settings {
 	s.SysrcCommand, _ = r.argv("sysrc_command", 1, `an argv array such as ["/usr/sbin/sysrc"]`)
 	s.ZFSCommand, _ = r.argv("zfs_command", 1, `an argv array such as ["/sbin/zfs"]`)
 	s.SysctlCommand, _ = r.argv("sysctl_command", 0, `an argv array such as ["/sbin/sysctl"], or [] to read the kernel's variables directly`)
+	s.InstallCommand, _ = r.argv("install_command", 1, `an argv array such as ["/usr/bin/install"]`)
+	s.RmCommand, _ = r.argv("rm_command", 1, `an argv array such as ["/bin/rm"]`)
+	s.HostKeys = r.strMatching("host_keys", fmt.Sprintf("%q, %q or %q", HostKeysAuto, HostKeysPerVM, HostKeysTemplate), validHostKeysMode)
 	s.Privilege, _ = r.argv("privilege", 0, `an argv prefix such as ["/usr/local/bin/sudo", "-n"], ["/usr/local/bin/doas", "-n"] or [] when running as root`)
 	s.Isolation = r.boolean("isolation")
 	s.ArpCommand, _ = r.argv("arp_command", 1, `an argv array such as ["/usr/sbin/arp"]`)

@@ -74,9 +74,19 @@ type Settings struct {
 	// datasets a `vm clone` cut short left without a conf, which `vm`
 	// cannot see.
 	ZFSCommand []string
+	// InstallCommand (install_command, ["/usr/bin/install"]) and RmCommand
+	// (rm_command, ["/bin/rm"]) put a clone's own cloud-init data into its
+	// root-owned directory before it starts (per-VM host keys): one
+	// `install -m 0600 FILES... DIR/.cloud-init/` and one `rm -f
+	// DIR/seed.iso`.
+	InstallCommand []string
+	RmCommand      []string
+	// HostKeys (host_keys, "auto") says which host key a job's connection
+	// trusts; see HostKeysAuto and its siblings.
+	HostKeys string
 	// Privilege (privilege, ["/usr/local/bin/sudo", "-n"]) prefixes
-	// VMCommand, SysrcCommand and ZFSCommand. [] when the runner itself runs
-	// as root.
+	// VMCommand, SysrcCommand, ZFSCommand, ArpCommand, IfconfigCommand,
+	// InstallCommand and RmCommand. [] when the runner itself runs as root.
 	Privilege []string
 	// Isolation (isolation, true) binds each job VM's address and MAC to
 	// its tap on the host and requires a private switch. false is unsafe:
@@ -180,6 +190,25 @@ type Pool struct {
 	// MaxConcurrentBoots (pool.max_concurrent_boots, 2) bounds simultaneous
 	// clone-and-boot operations on this host.
 	MaxConcurrentBoots int
+}
+
+// The host_keys modes.
+const (
+	// HostKeysPerVM: every clone gets a fresh host key through its own
+	// cloud-init data, and the job trusts that key alone. A template that
+	// cannot take it is a configuration error.
+	HostKeysPerVM = "per-vm"
+	// HostKeysTemplate: every clone presents the template's host key,
+	// pinned per template name. Any job VM can read that key.
+	HostKeysTemplate = "template"
+	// HostKeysAuto: per-vm when the clone can take cloud-init data (it has
+	// .cloud-init/ and a seed disk, and vm-bhyve rebuilds the seed at
+	// start), else template.
+	HostKeysAuto = "auto"
+)
+
+func validHostKeysMode(v string) bool {
+	return v == HostKeysAuto || v == HostKeysPerVM || v == HostKeysTemplate
 }
 
 // DefaultPath is where the settings live for a gitlab-runner whose config.toml

@@ -178,7 +178,7 @@ func TestDocumentationCoversEveryKey(t *testing.T) {
 	require.NoError(t, err)
 
 	keys := sectionKeys()
-	require.Len(t, keys, 25+9+4)
+	require.Len(t, keys, 28+9+4)
 	for _, key := range keys {
 		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(key) + "` \\| ([^|]+) \\|")
 		m := row.FindSubmatch(ref)

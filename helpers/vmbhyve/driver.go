@@ -26,7 +26,11 @@ type Driver struct {
 	// ZFS is the argv prefix of zfs(8), which only removes partial clones
 	// (DestroyPartialClone); empty means DefaultZFS.
 	ZFS []string
-	// Privilege is prepended to VM and Sysrc: {"sudo", "-n"}, {"doas", "-n"}
+	// Install and Rm are the argv prefixes of install(1) and rm(1), which
+	// only write a clone's own cloud-init data (WriteCloudInit).
+	Install []string
+	Rm      []string
+	// Privilege is prepended to VM, Sysrc, ZFS, Install and Rm: {"sudo", "-n"}, {"doas", "-n"}
 	// or empty when the runner is root.
 	Privilege []string
 	// VMDir is the default datastore's directory (vm_dir's mountpoint): it
@@ -43,6 +47,9 @@ type Driver struct {
 	ListInterval time.Duration
 
 	locks nameLocks
+
+	versionMu sync.Mutex
+	version   *VersionInfo // vm-bhyve's, once SeedBuiltAtStart asked
 
 	macMu    sync.Mutex
 	reserved map[uint32]struct{} // MACs handed out by AllocateMAC, not yet released

@@ -70,7 +70,9 @@ grep -q '^autoboot_delay=' /boot/loader.conf 2>/dev/null ||
 sysrc ifconfig_DEFAULT="SYNCDHCP" sshd_enable="YES"
 
 # Stable host keys: create every missing one now, so that no clone ever
-# generates its own and all of them match the pin.
+# generates its own and all of them match the template's pin. Jobs with
+# per-VM host keys get their ed25519 key from their own cloud-init data
+# (nuageinit ssh_keys at first boot) instead, and trust no other.
 ssh-keygen -A
 
 # Keys only: the image's default user (freebsd/freebsd) must not be

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/diskimage"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/tree"
@@ -23,7 +24,8 @@ import (
 //   - nuageinit (firstboot, before networking) reads the cidata seed and
 //     gives the top-level ssh_authorized_keys to the default user
 //     (libexec/nuageinit; the default user is "freebsd", here the
-//     simulated host's guest user);
+//     simulated host's guest user) and writes ssh_keys' host keys
+//     (nuageinit(7)), before rc.d/sshd looks for them;
 //   - rc.d/sshd generates every missing host key at each boot
 //     (sshd_keygen_alg), so a fresh image gets its own keys once and keeps
 //     them;
@@ -49,11 +51,20 @@ var hostKeyAlgs = []string{"ed25519"}
 
 // imageBoot does the FreeBSD boot steps above on the guest root m, and
 // returns the host key files (relative to m) the guest's sshd must use.
+// nuageinit runs before rc.d/sshd (rc.d/nuageinit: BEFORE: NETWORKING), so
+// keys it writes from ssh_keys are the ones sshd then finds and keeps.
 func (g *guestInit) imageBoot(m string, u user) ([]string, error) {
+	fromSeed := map[string]bool{}
+	if exists(filepath.Join(m, "firstboot")) {
+		var err error
+		if fromSeed, err = g.nuageinit(m, u); err != nil {
+			g.logf("nuageinit: %v", err)
+		}
+	}
 	var keys []string
 	for _, alg := range hostKeyAlgs {
 		rel := "etc/ssh/ssh_host_" + alg + "_key"
-		if !exists(filepath.Join(g.p.DiskDir, rel)) {
+		if !fromSeed[alg] && !exists(filepath.Join(g.p.DiskDir, rel)) {
 			// The overlay shows the machine's own key here; the guest's
 			// replaces it.
 			if err := writeHostKey(filepath.Join(m, rel), g.p.Name); err != nil {
@@ -62,11 +73,6 @@ func (g *guestInit) imageBoot(m string, u user) ([]string, error) {
 			g.logf("Generating %s host key.", strings.ToUpper(alg))
 		}
 		keys = append(keys, rel)
-	}
-	if exists(filepath.Join(m, "firstboot")) {
-		if err := g.nuageinit(m, u); err != nil {
-			g.logf("nuageinit: %v", err)
-		}
 	}
 	if err := emptyRootPassword(filepath.Join(m, "etc/shadow")); err != nil {
 		return nil, err
@@ -79,45 +85,87 @@ func (g *guestInit) imageBoot(m string, u user) ([]string, error) {
 	return keys, nil
 }
 
+// cloudConfig is the part of a #cloud-config user-data the simulated
+// nuageinit applies (libexec/nuageinit, nuageinit(7)).
+type cloudConfig struct {
+	AuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
+	SSHKeys        map[string]string `yaml:"ssh_keys"`
+}
+
 // nuageinit applies the seed (seed.iso next to the disk, listed in the
 // conf as an ahci-cd disk by vm create -C): local-hostname is taken by the
-// simulated host anyway; ssh_authorized_keys go to the default user.
-func (g *guestInit) nuageinit(m string, u user) error {
+// simulated host anyway; ssh_authorized_keys go to the default user;
+// ssh_keys' <algo>_private and <algo>_public become
+// /etc/ssh/ssh_host_<algo>_key (mode 0600) and .pub. It returns the
+// algorithms whose host key it wrote. Only "#cloud-config" user-data is
+// parsed, as nuageinit does ("#!" is a script to run late, anything else
+// is ignored).
+func (g *guestInit) nuageinit(m string, u user) (map[string]bool, error) {
 	seed := filepath.Join(filepath.Dir(g.p.DiskDir), "seed.iso")
 	files, err := diskimage.ReadSeed(seed)
 	if err != nil {
-		return fmt.Errorf("Impossible to find a cloud init provider (%w)", err)
+		return nil, fmt.Errorf("Impossible to find a cloud init provider (%w)", err)
 	}
-	var keys []string
-	in := false
-	for _, l := range strings.Split(files["user-data"], "\n") {
-		switch {
-		case strings.HasPrefix(l, "ssh_authorized_keys:"):
-			in = true
-		case in && strings.HasPrefix(strings.TrimSpace(l), "- "):
-			keys = append(keys, strings.TrimPrefix(strings.TrimSpace(l), "- "))
-		case in && l != "" && !strings.HasPrefix(l, " "):
-			in = false
-		}
+	ud := files["user-data"]
+	if first, _, _ := strings.Cut(ud, "\n"); strings.TrimSpace(first) != "#cloud-config" {
+		return nil, nil
 	}
-	if len(keys) == 0 {
-		return nil
+	var cc cloudConfig
+	if err := yaml.Unmarshal([]byte(ud), &cc); err != nil {
+		return nil, fmt.Errorf("user-data: %w", err)
+	}
+	written, err := g.applySSHKeys(m, cc.SSHKeys)
+	if err != nil {
+		return written, err
+	}
+	if len(cc.AuthorizedKeys) == 0 {
+		return written, nil
 	}
 	dot := filepath.Join(m, u.home, ".ssh")
 	if err := os.MkdirAll(dot, 0o700); err != nil {
-		return err
+		return written, err
 	}
 	ak := filepath.Join(dot, "authorized_keys")
 	f, err := os.OpenFile(ak, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return written, err
 	}
-	_, werr := f.WriteString(strings.Join(keys, "\n") + "\n")
+	_, werr := f.WriteString(strings.Join(cc.AuthorizedKeys, "\n") + "\n")
 	if err := f.Close(); err != nil || werr != nil {
-		return fmt.Errorf("write %s: %v %v", ak, werr, err)
+		return written, fmt.Errorf("write %s: %v %v", ak, werr, err)
 	}
-	g.logf("nuageinit: %d key(s) for the default user from %s", len(keys), seed)
-	return chownTree(dot, u.uid, u.gid)
+	g.logf("nuageinit: %d key(s) for the default user from %s", len(cc.AuthorizedKeys), seed)
+	return written, chownTree(dot, u.uid, u.gid)
+}
+
+// applySSHKeys writes ssh_keys' host keys; the private key's content is
+// never logged.
+func (g *guestInit) applySSHKeys(m string, keys map[string]string) (map[string]bool, error) {
+	written := map[string]bool{}
+	for name, priv := range keys {
+		alg, ok := strings.CutSuffix(name, "_private")
+		if !ok {
+			continue
+		}
+		base := filepath.Join(m, "etc/ssh/ssh_host_"+alg+"_key")
+		if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
+			return written, err
+		}
+		// Replace whatever the overlay or the template's disk had there.
+		_ = os.Remove(base)
+		if err := os.WriteFile(base, []byte(priv), 0o600); err != nil {
+			return written, err
+		}
+		if pub := keys[alg+"_public"]; pub != "" {
+			_ = os.Remove(base + ".pub")
+			if err := os.WriteFile(base+".pub", []byte(strings.TrimSpace(pub)+"\n"), 0o644); err != nil {
+				return written, err
+			}
+		}
+		written[alg] = true
+		g.logf("nuageinit: %s host key from the seed", alg)
+	}
+	return written, nil
 }
 
 func writeHostKey(path, name string) error {
@@ -213,9 +261,11 @@ usershow) # master.passwd(5) order: name:pw:uid:gid:class:change:expire:gecos:ho
 	e=$(getent passwd "$name") || { echo "pw: no such user '$name'" >&2; exit 67; }
 	echo "$e" | awk -F: '{ printf "%s:*:%s:%s::0:0:%s:%s:%s\n", $1, $3, $4, $5, $6, $7 }' ;;
 useradd)
-	skel=""
-	if [ -n "$mk" ]; then mkdir -p /var/db/bhyve-sim/skel; skel="-k /var/db/bhyve-sim/skel"; fi
-	/usr/sbin/useradd $mk $skel -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
+	# -m copies FreeBSD's /usr/share/skel (dot.profile, dot.shrc...), never
+	# Debian's /etc/skel, whose .bash_logout runs clear_console and fails
+	# every login shell that has no terminal.
+	mkdir -p /var/db/bhyve-sim/skel
+	/usr/sbin/useradd $mk ${mk:+-k /var/db/bhyve-sim/skel} -s "$shell" -c "$gecos" ${home:+-d "$home"} "$name" || exit 1
 	/usr/sbin/usermod -p '*' "$name"
 	mkdir -p /var/db/bhyve-sim && echo "$name" >> /var/db/bhyve-sim/users ;;
 *) echo "pw (bhyve-sim stand-in): $sub not simulated" >&2; exit 1 ;;
