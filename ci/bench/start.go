@@ -16,7 +16,7 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/guestssh"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 )
 
 // Row 1: how long from the start of prepare until the first byte of the
@@ -60,7 +60,7 @@ const firstScript = "echo x\n"
 
 func startRow(b *bench) ([]row, []target, error) {
 	ctx := b.ctx
-	p := provider.New()
+	p := supervisor.New()
 	p.Dialer = b.h
 	ready := make(chan struct{}, 16)
 	p.Logf = func(format string, args ...any) {
@@ -85,14 +85,14 @@ func startRow(b *bench) ([]row, []target, error) {
 	}()
 	// Limit 1: while the warm job holds the pool's VM the pool boots no
 	// replacement, so nothing else runs while a start is measured.
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: b.pool, Limit: 1}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: b.pool, Limit: 1}
 
 	// The first Acquire starts the pool and the first-start sweep.
-	slot, err := p.Acquire(r)
+	claim, err := p.Acquire(r)
 	if err != nil {
 		return nil, nil, err
 	}
-	p.Release(slot)
+	p.Release(claim)
 	if err := p.WaitSwept(ctx, r.Name); err != nil {
 		return nil, nil, err
 	}
@@ -115,13 +115,13 @@ func startRow(b *bench) ([]row, []target, error) {
 		}
 		time.Sleep(poolSettle) // the pool files the VM as idle; the guest settles
 
-		// Cold: the job boots its own VM (no slot: nothing from the pool).
+		// Cold: the job boots its own VM (no claim: nothing from the pool).
 		d, job, err := b.timeStart(p, nil, r, jobLog)
 		if err != nil {
 			return nil, nil, fmt.Errorf("cold start: %w", err)
 		}
 		if job.Warm {
-			return nil, nil, errors.New("a job without a pool slot got a warm VM")
+			return nil, nil, errors.New("a job without a pool claim got a warm VM")
 		}
 		cold = append(cold, d)
 		for _, t := range job.VM.Timings {
@@ -132,18 +132,18 @@ func startRow(b *bench) ([]row, []target, error) {
 		}
 
 		// Warm: the pool's idle VM.
-		slot, err := p.Acquire(r)
+		claim, err := p.Acquire(r)
 		if err != nil {
 			return nil, nil, err
 		}
-		d, job, err = b.timeStart(p, slot, r, jobLog)
+		d, job, err = b.timeStart(p, claim, r, jobLog)
 		if err != nil {
-			p.Release(slot)
+			p.Release(claim)
 			return nil, nil, fmt.Errorf("warm start: %w", err)
 		}
 		if !job.Warm {
 			_ = job.Finish(ctx, nil)
-			p.Release(slot)
+			p.Release(claim)
 			return nil, nil, errors.New("the pool had no idle VM for the warm job")
 		}
 		warm = append(warm, d)
@@ -153,13 +153,13 @@ func startRow(b *bench) ([]row, []target, error) {
 			d, err := b.bareStart(bare, job.VM.Address.IP)
 			if err != nil {
 				_ = job.Finish(ctx, nil)
-				p.Release(slot)
+				p.Release(claim)
 				return nil, nil, fmt.Errorf("bare SSH: %w", err)
 			}
 			bareT = append(bareT, d)
 		}
 		err = job.Finish(ctx, nil)
-		p.Release(slot) // the pool boots the next idle VM now
+		p.Release(claim) // the pool boots the next idle VM now
 		if err != nil {
 			return nil, nil, fmt.Errorf("destroy the warm job's VM: %w", err)
 		}
@@ -184,14 +184,14 @@ func startRow(b *bench) ([]row, []target, error) {
 	return rows, []target{atMost("warm_start_vs_bare_ssh", warmOverBare, 2.0)}, nil
 }
 
-// timeStart prepares a job (warm if slot holds an idle VM) and runs its
+// timeStart prepares a job (warm if claim holds an idle VM) and runs its
 // first stage; it returns the time from the start of Prepare to the first
 // byte of output.
-func (b *bench) timeStart(p *provider.Provider, slot *provider.Slot, r provider.Runner, logf jobvm.Logf) (time.Duration, *provider.Job, error) {
+func (b *bench) timeStart(p *supervisor.Supervisor, claim *supervisor.Claim, r supervisor.Runner, logf jobvm.Logf) (time.Duration, *supervisor.Assignment, error) {
 	ctx := b.ctx
 	out := &firstByte{}
 	t0 := time.Now()
-	job, err := p.Prepare(ctx, slot, r, provider.Request{JobID: b.nextJob()}, logf)
+	job, err := p.Prepare(ctx, claim, r, supervisor.Request{Job: jobvm.Job{ID: b.nextJob()}}, logf)
 	if err != nil {
 		return 0, nil, err
 	}

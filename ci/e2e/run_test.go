@@ -26,7 +26,7 @@ const (
 )
 
 // What the bhyve executor writes into a job's log about where its VM came
-// from (helpers/provider Prepare, helpers/jobvm Create).
+// from (helpers/supervisor Prepare, helpers/jobvm Create).
 var (
 	warmLine  = regexp.MustCompile(`Using warm VM (\S+) at `)
 	cloneLine = regexp.MustCompile(`Cloning \S+ as (\S+)`)

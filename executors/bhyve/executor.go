@@ -1,4 +1,4 @@
-// Package bhyve adapts the runner-agnostic core (helpers/provider and
+// Package bhyve adapts the runner-agnostic core (helpers/supervisor and
 // helpers/jobvm) to upstream GitLab Runner's executor API. It holds no
 // behaviour of its own: it maps upstream calls onto the core and core
 // failures onto upstream's BuildError reasons.
@@ -18,7 +18,7 @@ import (
 
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
-	core "gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 )
 
 // cleanupTimeout bounds Cleanup, which runs on its own background context:
@@ -28,7 +28,7 @@ const cleanupTimeout = 5 * time.Minute
 type executor struct {
 	executors.AbstractExecutor
 	provider *provider
-	job      *core.Job
+	job      *supervisor.Assignment
 	jobErr   error // what Finish was told
 	// mask hides the job's masked variables in what this executor writes
 	// (nil before Prepare knows the job).
@@ -63,10 +63,9 @@ func (e *executor) Prepare(options common.ExecutorPrepareOptions) error {
 		return buildError(err)
 	}
 
-	slot, _ := options.Build.ExecutorData.(*core.Slot)
-	e.job, err = e.provider.core.Prepare(options.Context, slot, r, core.Request{
-		JobID:     e.Build.ID,
-		Slot:      e.Build.RunnerID,
+	claim, _ := options.Build.ExecutorData.(*supervisor.Claim)
+	e.job, err = e.provider.supervisor.Prepare(options.Context, claim, r, supervisor.Request{
+		Job:       jobvm.Job{ID: e.Build.ID, Slot: e.Build.RunnerID},
 		Image:     e.ExpandValue(e.Build.Image.Name),
 		Shell:     e.BuildShell.CmdLine,
 		Resources: res,

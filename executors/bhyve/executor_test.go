@@ -17,7 +17,7 @@ import (
 
 // These tests compile only where every upstream module is available (the
 // project's full-access pipeline); elsewhere `make typecheck` checks them.
-// The behaviour behind the adapter is tested in helpers/provider and
+// The behaviour behind the adapter is tested in helpers/supervisor and
 // helpers/jobvm on the simulated host.
 
 func TestProviderPassesUpstreamValidationWithoutTouchingTheHost(t *testing.T) {

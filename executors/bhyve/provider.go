@@ -12,8 +12,8 @@ import (
 	"gitlab.com/gitlab-org/gitlab-runner/common"
 	"gitlab.com/gitlab-org/gitlab-runner/executors"
 
-	core "gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/settings"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 )
 
 // ExecutorName is the value of `executor` in config.toml.
@@ -27,8 +27,8 @@ const SettingsEnv = "BHYVE_EXECUTOR_CONFIG"
 // constructs and validates every provider at every process start, including
 // the artifact and cache helper commands that run inside job VMs.
 func NewProvider() common.ExecutorProvider {
-	p := &provider{core: core.New()}
-	p.core.Logf = logrus.WithField("executor", ExecutorName).Infof
+	p := &provider{supervisor: supervisor.New()}
+	p.supervisor.Logf = logrus.WithField("executor", ExecutorName).Infof
 	p.DefaultExecutorProvider = executors.DefaultExecutorProvider{
 		Creator: func() common.Executor {
 			return &executor{
@@ -59,13 +59,13 @@ var executorOptions = executors.ExecutorOptions{
 	ShowHostname: false,
 }
 
-// provider adds the pool, sweeps and metrics of helpers/provider to
+// provider adds the pool, sweeps and metrics of helpers/supervisor to
 // upstream's default provider. It implements common.ManagedExecutorProvider
 // (Shutdown drains the pools) and prometheus.Collector (upstream serves only
 // provider collectors).
 type provider struct {
 	executors.DefaultExecutorProvider
-	core *core.Provider
+	supervisor *supervisor.Supervisor
 }
 
 var (
@@ -75,15 +75,15 @@ var (
 
 // runner translates upstream's runner config. Settings are re-read per job
 // and per pool pass; operators may edit bhyve.toml while the runner runs.
-func runner(config *common.RunnerConfig) (core.Runner, error) {
+func runner(config *common.RunnerConfig) (supervisor.Runner, error) {
 	path := os.Getenv(SettingsEnv)
 	if path == "" {
 		if config.ConfigDir == "" {
-			return core.Runner{}, fmt.Errorf("cannot locate bhyve.toml: this command has no config directory; set %s to its path", SettingsEnv)
+			return supervisor.Runner{}, fmt.Errorf("cannot locate bhyve.toml: this command has no config directory; set %s to its path", SettingsEnv)
 		}
 		path = settings.DefaultPath(config.ConfigDir)
 	}
-	return core.Runner{Name: config.Name, SettingsPath: path, Limit: config.Limit}, nil
+	return supervisor.Runner{Name: config.Name, SettingsPath: path, Limit: config.Limit}, nil
 }
 
 // Acquire runs before every job request. It claims a warm VM (or leave to
@@ -96,20 +96,20 @@ func (p *provider) Acquire(config *common.RunnerConfig) (common.ExecutorData, er
 		// Let the job come and fail visibly with the reason.
 		return nil, nil
 	}
-	slot, err := p.core.Acquire(r)
-	if errors.Is(err, core.ErrExhausted) || errors.Is(err, core.ErrNoMemory) {
+	claim, err := p.supervisor.Acquire(r)
+	if errors.Is(err, supervisor.ErrExhausted) || errors.Is(err, supervisor.ErrNoMemory) {
 		return nil, &common.NoFreeExecutorError{Message: err.Error()}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return slot, nil
+	return claim, nil
 }
 
 // Release returns what Acquire claimed, after the job or when none came.
 func (p *provider) Release(_ *common.RunnerConfig, data common.ExecutorData) {
-	if slot, ok := data.(*core.Slot); ok {
-		p.core.Release(slot)
+	if claim, ok := data.(*supervisor.Claim); ok {
+		p.supervisor.Release(claim)
 	}
 }
 
@@ -119,10 +119,10 @@ func (p *provider) Init() {}
 
 // Shutdown destroys idle pool VMs and cancels pool boots.
 func (p *provider) Shutdown(ctx context.Context, _ *common.Config) {
-	if err := p.core.Shutdown(ctx); err != nil {
+	if err := p.supervisor.Shutdown(ctx); err != nil {
 		logrus.WithField("executor", ExecutorName).WithError(err).Warningln("bhyve: draining the warm pools")
 	}
 }
 
-func (p *provider) Describe(ch chan<- *prometheus.Desc) { p.core.Collector().Describe(ch) }
-func (p *provider) Collect(ch chan<- prometheus.Metric) { p.core.Collector().Collect(ch) }
+func (p *provider) Describe(ch chan<- *prometheus.Desc) { p.supervisor.Collector().Describe(ch) }
+func (p *provider) Collect(ch chan<- prometheus.Metric) { p.supervisor.Collector().Collect(ch) }

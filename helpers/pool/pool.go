@@ -116,9 +116,9 @@ func New[T Item](f Factory[T], logf func(format string, args ...any)) (*Pool[T],
 	return p, nil
 }
 
-// Lease is one job slot handed out by Acquire: a warm VM, or permission to
+// Claim is one job slot handed out by Acquire: a warm VM, or permission to
 // boot one cold when the pool had none idle.
-type Lease[T Item] struct {
+type Claim[T Item] struct {
 	p       *Pool[T]
 	e       *entry[T]
 	taken   bool
@@ -127,7 +127,7 @@ type Lease[T Item] struct {
 
 // Acquire reserves a slot for the next job. It is cheap: upstream calls it
 // before every job request.
-func (p *Pool[T]) Acquire() (*Lease[T], error) {
+func (p *Pool[T]) Acquire() (*Claim[T], error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -139,24 +139,24 @@ func (p *Pool[T]) Acquire() (*Lease[T], error) {
 		e := p.idle[0]
 		p.idle = p.idle[1:]
 		p.inUse++
-		return &Lease[T]{p: p, e: e, counted: true}, nil
+		return &Claim[T]{p: p, e: e, counted: true}, nil
 	}
 	if p.cfg.Limit > 0 && p.booting+p.inUse+p.destroying >= p.cfg.Limit {
 		return nil, ErrExhausted
 	}
 	p.inUse++
-	return &Lease[T]{p: p, counted: true}, nil
+	return &Claim[T]{p: p, counted: true}, nil
 }
 
-// Warm reports whether the lease holds an idle VM not yet taken; Take may
+// Warm reports whether the claim holds an idle VM not yet taken; Take may
 // still find it out of date or gone.
-func (l *Lease[T]) Warm() bool { return l != nil && l.e != nil && !l.taken }
+func (l *Claim[T]) Warm() bool { return l != nil && l.e != nil && !l.taken }
 
-// Take hands the lease's warm VM to the job, after checking that it was
+// Take hands the claim's warm VM to the job, after checking that it was
 // made from recipe (what the job's settings make now) and still answers. It
 // reports false when there is no such VM (boot one cold); an out-of-date or
 // dead VM is destroyed in the background.
-func (l *Lease[T]) Take(ctx context.Context, recipe string) (T, bool) {
+func (l *Claim[T]) Take(ctx context.Context, recipe string) (T, bool) {
 	var zero T
 	if l == nil || l.e == nil || l.taken {
 		return zero, false
@@ -180,12 +180,12 @@ func (l *Lease[T]) Take(ctx context.Context, recipe string) (T, bool) {
 	return l.e.item, true
 }
 
-// Return hands the lease's warm VM back untaken: the job wants another
-// template and boots its own VM, which the lease now stands for. The VM goes
+// Return hands the claim's warm VM back untaken: the job wants another
+// template and boots its own VM, which the claim now stands for. The VM goes
 // back to the pool unless that would exceed the limit (the pool may have
 // booted a replacement meanwhile); then it is destroyed before Return
 // returns, so that the job's own VM never makes one too many.
-func (l *Lease[T]) Return(ctx context.Context) error {
+func (l *Claim[T]) Return(ctx context.Context) error {
 	if l == nil || l.e == nil || l.taken {
 		return nil
 	}
@@ -218,7 +218,7 @@ func (l *Lease[T]) Return(ctx context.Context) error {
 // VM goes back to the pool if it may serve another job, else it is retired
 // (see Retire). reusable is false when the job failed in a way that makes
 // the VM suspect.
-func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
+func (l *Claim[T]) Finish(ctx context.Context, reusable bool) error {
 	if l == nil || l.e == nil || !l.taken {
 		return nil
 	}
@@ -239,12 +239,12 @@ func (l *Lease[T]) Finish(ctx context.Context, reusable bool) error {
 	return l.Retire(ctx, e.item)
 }
 
-// Retire ends a VM the lease's job used and that must serve no other: the
+// Retire ends a VM the claim's job used and that must serve no other: the
 // warm VM, or one the job booted itself. It powers the VM off under ctx,
 // then destroys it in the background; until it is gone it counts against
-// the limit in place of the lease. A failed poweroff is reported, and the
+// the limit in place of the claim. A failed poweroff is reported, and the
 // destroy happens anyway.
-func (l *Lease[T]) Retire(ctx context.Context, item T) error {
+func (l *Claim[T]) Retire(ctx context.Context, item T) error {
 	err := item.PowerOff(ctx)
 	p := l.p
 	p.mu.Lock()
@@ -260,9 +260,9 @@ func (l *Lease[T]) Retire(ctx context.Context, item T) error {
 	return nil
 }
 
-// Release ends the slot. A warm VM the job never took (no job came, or it
+// Release ends the claim. A warm VM the job never took (no job came, or it
 // wanted another template) goes back to the pool.
-func (p *Pool[T]) Release(l *Lease[T]) {
+func (p *Pool[T]) Release(l *Claim[T]) {
 	if l == nil {
 		return
 	}

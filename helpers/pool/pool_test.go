@@ -225,7 +225,7 @@ func TestLimitCapsIdlePlusBootingPlusInUse(t *testing.T) {
 	p := newPool(t, f)
 	waitStats(t, p, Stats{Idle: 3})
 
-	var leases []*Lease[*fakeVM]
+	var leases []*Claim[*fakeVM]
 	for range 3 {
 		l, err := p.Acquire()
 		require.NoError(t, err)
@@ -245,7 +245,7 @@ func TestLimitCapsIdlePlusBootingPlusInUse(t *testing.T) {
 	waitStats(t, p, Stats{Idle: 3})
 }
 
-func TestUntakenLeaseGoesBackAndDeadIdleVMIsReplaced(t *testing.T) {
+func TestUntakenClaimGoesBackAndDeadIdleVMIsReplaced(t *testing.T) {
 	f := &factory{cfg: Config{IdleCount: 1, IdleTime: time.Hour, MaxUseCount: 1, MaxConcurrentBoots: 1}}
 	p := newPool(t, f)
 	waitStats(t, p, Stats{Idle: 1})
@@ -336,7 +336,7 @@ func TestRetiredVMCountsAgainstTheLimitUntilDestroyed(t *testing.T) {
 	cold := &fakeVM{hold: make(chan struct{})}
 	require.NoError(t, l.Retire(context.Background(), cold))
 	assert.Equal(t, int32(1), cold.poweredOff.Load(), "powered off before Retire returns")
-	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "the lease's count passed to the destroy")
+	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "the claim's count passed to the destroy")
 	p.Release(l)
 	assert.Equal(t, Stats{Destroying: 1}, p.Stats(), "Release after Retire counts nothing twice")
 	_, err = p.Acquire()
@@ -398,7 +398,7 @@ func TestReturnedVMGoesBackUnlessOverTheLimit(t *testing.T) {
 			assert.Equal(t, tc.want, p.Stats())
 			assert.Equal(t, tc.destroyed, made[0].closed.Load() == 1, "destroyed before Return returned")
 			_, ok := l.Take(context.Background(), "")
-			assert.False(t, ok, "a returned VM is no longer the lease's")
+			assert.False(t, ok, "a returned VM is no longer the claim's")
 			p.Release(l)
 		})
 	}

@@ -1,4 +1,4 @@
-package provider
+package supervisor
 
 import (
 	"context"
@@ -19,7 +19,7 @@ const admissionCheckTimeout = 10 * time.Second
 // (Request, AdmissionWait). When the settings, the template or the
 // free-memory reading fail, the job comes and fails in its prepare with
 // the reason in its log, where operators look.
-func (p *Provider) admitDefault(st *runnerState) error {
+func (p *Supervisor) admitDefault(st *runnerState) error {
 	host, err := p.jobHost()
 	if err != nil {
 		return nil
@@ -52,7 +52,7 @@ func (p *Provider) admitDefault(st *runnerState) error {
 // setRefusing logs when Acquire starts and stops refusing for memory: the
 // runner logs "no free executor" only at debug level, and an operator
 // wondering why no job starts needs the reason once, not every few seconds.
-func (st *runnerState) setRefusing(p *Provider, name string, refused *jobvm.AdmissionError) {
+func (st *runnerState) setRefusing(p *Supervisor, name string, refused *jobvm.AdmissionError) {
 	st.mu.Lock()
 	was := st.refusing
 	st.refusing = refused != nil

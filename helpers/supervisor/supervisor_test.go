@@ -1,4 +1,4 @@
-package provider_test
+package supervisor_test
 
 import (
 	"context"
@@ -20,12 +20,12 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 )
 
-func newProvider(t *testing.T, h *fixture.Host) *provider.Provider {
+func newProvider(t *testing.T, h *fixture.Host) *supervisor.Supervisor {
 	t.Helper()
-	p := provider.New()
+	p := supervisor.New()
 	p.Dialer = h
 	p.Logf = t.Logf
 	t.Cleanup(func() {
@@ -50,7 +50,7 @@ func vmNames(t *testing.T, h *fixture.Host) []string {
 	return names
 }
 
-func gauge(t *testing.T, p *provider.Provider, state string) float64 {
+func gauge(t *testing.T, p *supervisor.Supervisor, state string) float64 {
 	t.Helper()
 	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_vms")
 	require.NoError(t, err)
@@ -68,7 +68,7 @@ func gauge(t *testing.T, p *provider.Provider, state string) float64 {
 func TestWarmPoolServesJobsAndReplenishes(t *testing.T) {
 	h := fixture.New(t, sim.Options{}, "[runners.\"sim-runner\".pool]", "idle_count = 2", "max_concurrent_boots = 2")
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 4}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 4}
 
 	first, err := p.Acquire(r)
 	require.NoError(t, err)
@@ -78,7 +78,7 @@ func TestWarmPoolServesJobsAndReplenishes(t *testing.T) {
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
 	start := time.Now()
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 1}}, t.Logf)
 	require.NoError(t, err)
 	t.Logf("warm prepare took %s", time.Since(start))
 	assert.True(t, job.Warm)
@@ -97,7 +97,7 @@ func TestOtherTemplateGoesColdAndTheWarmVMGoesBack(t *testing.T) {
 	h := fixture.New(t, sim.Options{}, `allowed_images = ["tmpl2"]`, "[runners.\"sim-runner\".pool]", "idle_count = 1")
 	require.NoError(t, h.AddTemplate("tmpl2", "base"))
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 
 	warmup, err := p.Acquire(r)
 	require.NoError(t, err)
@@ -114,7 +114,7 @@ func TestOtherTemplateGoesColdAndTheWarmVMGoesBack(t *testing.T) {
 
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 2, Image: "tmpl2"}, t.Logf)
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 2}, Image: "tmpl2"}, t.Logf)
 	require.NoError(t, err)
 	assert.False(t, job.Warm)
 	assert.Equal(t, "tmpl2", job.VM.Template)
@@ -130,11 +130,11 @@ func TestOtherTemplateGoesColdAndTheWarmVMGoesBack(t *testing.T) {
 func TestLimitExhaustsThePool(t *testing.T) {
 	h := fixture.New(t, sim.Options{})
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
 	a, err := p.Acquire(r)
 	require.NoError(t, err)
 	_, err = p.Acquire(r)
-	require.ErrorIs(t, err, provider.ErrExhausted)
+	require.ErrorIs(t, err, supervisor.ErrExhausted)
 	p.Release(a)
 	b, err := p.Acquire(r)
 	require.NoError(t, err)
@@ -143,7 +143,7 @@ func TestLimitExhaustsThePool(t *testing.T) {
 
 func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
 	h := fixture.New(t, sim.Options{})
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 
 	vm := leaveOrphan(t, h, r, 9)
 
@@ -160,14 +160,14 @@ func TestFirstAcquireSweepsWhatADeadRunnerLeft(t *testing.T) {
 
 // coldJob prepares job jobID on a fresh simulated host whose runner has no
 // pool and a limit of one VM.
-func coldJob(t *testing.T, jobID int64) (*fixture.Host, *provider.Provider, provider.Runner, *provider.Slot, *provider.Job) {
+func coldJob(t *testing.T, jobID int64) (*fixture.Host, *supervisor.Supervisor, supervisor.Runner, *supervisor.Claim, *supervisor.Assignment) {
 	t.Helper()
 	h := fixture.New(t, sim.Options{})
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 1}
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: jobID}, t.Logf)
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: jobID}}, t.Logf)
 	require.NoError(t, err)
 	return h, p, r, slot, job
 }
@@ -234,7 +234,7 @@ func TestJobOfAnotherTemplateHandsTheWarmVMBackWithinTheLimit(t *testing.T) {
 	h := fixture.New(t, sim.Options{}, `allowed_images = ["tmpl2"]`, "[runners.\"sim-runner\".pool]", "idle_count = 1")
 	require.NoError(t, h.AddTemplate("tmpl2", "base"))
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 2}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 2}
 
 	warmup, err := p.Acquire(r)
 	require.NoError(t, err)
@@ -244,7 +244,7 @@ func TestJobOfAnotherTemplateHandsTheWarmVMBackWithinTheLimit(t *testing.T) {
 	stop := watchVMs(t, h)
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 4, Image: "tmpl2"}, t.Logf)
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 4}, Image: "tmpl2"}, t.Logf)
 	require.NoError(t, err)
 	require.False(t, job.Warm)
 	// Long enough for a replacement boot (about 0.5s here) to show.
@@ -272,14 +272,14 @@ func TestPoolVMsFollowEditedSettings(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, res.ExitCode, "vm snapshot: %s", res.Stderr)
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 
 	madeFrom := func(jobID int64) string {
 		t.Helper()
 		slot, err := p.Acquire(r)
 		require.NoError(t, err)
 		defer p.Release(slot)
-		job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: jobID}, t.Logf)
+		job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: jobID}}, t.Logf)
 		require.NoError(t, err)
 		defer func() { require.NoError(t, job.Finish(context.Background(), nil)) }()
 		var out strings.Builder
@@ -302,7 +302,7 @@ func TestPoolVMsFollowEditedSettings(t *testing.T) {
 
 // leaveOrphan boots a job VM as a runner process that has died since would
 // have left it, and returns its name.
-func leaveOrphan(t *testing.T, h *fixture.Host, r provider.Runner, jobID int64) string {
+func leaveOrphan(t *testing.T, h *fixture.Host, r supervisor.Runner, jobID int64) string {
 	t.Helper()
 	dead := exec.Command("true")
 	require.NoError(t, dead.Run())
@@ -323,14 +323,14 @@ func leaveOrphan(t *testing.T, h *fixture.Host, r provider.Runner, jobID int64) 
 func TestBrokenSettingsAtTheFirstRequestAreRetried(t *testing.T) {
 	pool := []string{"[runners.\"sim-runner\".pool]", "idle_count = 1"}
 	h := fixture.New(t, sim.Options{}, pool...)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	orphan := leaveOrphan(t, h, r, 7)
 	writeSettings(t, h, append(pool, `boot_timeout = "soon"`)...)
 	p := newProvider(t, h)
 
 	slot, err := p.Acquire(r)
 	require.NoError(t, err, "the job comes and fails with the settings error in its log")
-	_, err = p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	_, err = p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 1}}, t.Logf)
 	require.ErrorContains(t, err, "boot_timeout")
 	p.Release(slot)
 
@@ -345,7 +345,7 @@ func TestBrokenSettingsAtTheFirstRequestAreRetried(t *testing.T) {
 	assert.NotContains(t, vmNames(t, h), orphan, "the sweep ran once the settings loaded")
 }
 
-func metricLine(t *testing.T, p *provider.Provider, name, labels string) string {
+func metricLine(t *testing.T, p *supervisor.Supervisor, name, labels string) string {
 	t.Helper()
 	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, name)
 	require.NoError(t, err)
@@ -375,7 +375,7 @@ func TestOrphansAreSweptPeriodically(t *testing.T) {
 	// Longer than leaveOrphan takes: a sweep during its boot would destroy
 	// the VM it is making (its holder is dead) and fail it.
 	p.SweepInterval = 5 * time.Second
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
 	p.Release(slot)
@@ -401,7 +401,7 @@ func TestPoolVMsOfAnOlderSnapshotAreRetiredWithLatest(t *testing.T) {
 	}
 	snapshot("build-20260101-000000", "old")
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	warmVM := func() string {
 		t.Helper()
 		var name string
@@ -435,7 +435,7 @@ func TestPoolVMsOfAnOlderSnapshotAreRetiredWithLatest(t *testing.T) {
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
 	defer p.Release(slot)
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 1}, t.Logf)
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 1}}, t.Logf)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, job.Finish(context.Background(), nil)) }()
 	assert.True(t, job.Warm, "the replacement, cloned from the new snapshot, serves the job")

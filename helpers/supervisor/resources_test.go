@@ -1,4 +1,4 @@
-package provider_test
+package supervisor_test
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/hostmem"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/vmbhyve"
 )
 
-func refusals(t *testing.T, p *provider.Provider) string {
+func refusals(t *testing.T, p *supervisor.Supervisor) string {
 	t.Helper()
 	out, err := testutil.CollectAndFormat(p.Collector(), expfmt.TypeTextPlain, "gitlab_runner_bhyve_admissions_refused_total")
 	require.NoError(t, err)
@@ -35,11 +35,11 @@ func TestAcquireRefusesWhileATemplateSizedVMDoesNotFit(t *testing.T) {
 	t.Parallel()
 	h := fixture.New(t, sim.Options{}, `memory_reserve = "1G"`)
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 
 	require.NoError(t, h.SetFreeMemory(1536<<20))
 	_, err := p.Acquire(r)
-	require.ErrorIs(t, err, provider.ErrNoMemory)
+	require.ErrorIs(t, err, supervisor.ErrNoMemory)
 	var refused *jobvm.AdmissionError
 	require.ErrorAs(t, err, &refused)
 	assert.Equal(t, hostmem.GiB, refused.Need)
@@ -57,7 +57,7 @@ func TestBiggerJobBootsItsOwnVMAndTheWarmOneStays(t *testing.T) {
 	t.Parallel()
 	h := fixture.New(t, sim.Options{}, `max_memory = "4G"`, "[runners.\"sim-runner\".pool]", "idle_count = 1")
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	warmup, err := p.Acquire(r)
 	require.NoError(t, err)
 	p.Release(warmup)
@@ -73,7 +73,7 @@ func TestBiggerJobBootsItsOwnVMAndTheWarmOneStays(t *testing.T) {
 	slot, err := p.Acquire(r)
 	require.NoError(t, err)
 	var log strings.Builder
-	job, err := p.Prepare(context.Background(), slot, r, provider.Request{JobID: 7, Resources: jobvm.Resources{Memory: 2 * hostmem.GiB}},
+	job, err := p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 7}, Resources: jobvm.Resources{Memory: 2 * hostmem.GiB}},
 		func(f string, a ...any) { log.WriteString(strings.TrimSpace(fmtLine(f, a...)) + "\n") })
 	require.NoError(t, err)
 	t.Log(log.String())
@@ -95,13 +95,13 @@ func TestPrepareOfABiggerJobWaitsThenFails(t *testing.T) {
 	t.Parallel()
 	h := fixture.New(t, sim.Options{}, `max_memory = "8G"`, `memory_reserve = "1G"`, `boot_timeout = "2s"`)
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	require.NoError(t, h.SetFreeMemory(3<<30))
 
 	slot, err := p.Acquire(r)
 	require.NoError(t, err, "a 1G VM fits in 3G above the 1G reserve")
 	start := time.Now()
-	_, err = p.Prepare(context.Background(), slot, r, provider.Request{JobID: 8, Resources: jobvm.Resources{Memory: 4 * hostmem.GiB}}, t.Logf)
+	_, err = p.Prepare(context.Background(), slot, r, supervisor.Request{Job: jobvm.Job{ID: 8}, Resources: jobvm.Resources{Memory: 4 * hostmem.GiB}}, t.Logf)
 	took := time.Since(start)
 	t.Logf("prepare refused after %s", took.Round(time.Millisecond))
 	var refused *jobvm.AdmissionError

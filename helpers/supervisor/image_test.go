@@ -1,4 +1,4 @@
-package provider_test
+package supervisor_test
 
 import (
 	"context"
@@ -13,7 +13,8 @@ import (
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/fixture"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/failure"
-	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/provider"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/jobvm"
+	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/helpers/supervisor"
 )
 
 // jobLog collects what Prepare hands the native executor's job log.
@@ -40,9 +41,9 @@ func (l *jobLog) String() string {
 func TestPrepareIgnoresImageWithEmptyAllowedImages(t *testing.T) {
 	h := fixture.New(t, sim.Options{})
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	var log jobLog
-	job, err := p.Prepare(context.Background(), nil, r, provider.Request{JobID: 3, Image: "node:20"}, log.logf)
+	job, err := p.Prepare(context.Background(), nil, r, supervisor.Request{Job: jobvm.Job{ID: 3}, Image: "node:20"}, log.logf)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, job.Finish(context.Background(), nil)) })
 	assert.Equal(t, h.Template(), job.VM.Template)
@@ -52,9 +53,9 @@ func TestPrepareIgnoresImageWithEmptyAllowedImages(t *testing.T) {
 func TestPrepareRefusesAnImageOutsideAllowedImages(t *testing.T) {
 	h := fixture.New(t, sim.Options{}, `allowed_images = ["tmpl2"]`)
 	p := newProvider(t, h)
-	r := provider.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath}
 	var log jobLog
-	_, err := p.Prepare(context.Background(), nil, r, provider.Request{JobID: 4, Image: "node:20"}, log.logf)
+	_, err := p.Prepare(context.Background(), nil, r, supervisor.Request{Job: jobvm.Job{ID: 4}, Image: "node:20"}, log.logf)
 	require.Error(t, err)
 	assert.Equal(t, failure.Config, failure.KindOf(err), "not retried: %v", err)
 	assert.Contains(t, err.Error(), `image "node:20" is not a valid vm-bhyve VM name`)

@@ -1,9 +1,14 @@
-// Package provider is everything the native executor keeps for the life of
-// the gitlab-runner process, across jobs and runners: the view of the bhyve
-// host, one warm pool per runner, the first-start sweep and the metrics. It
-// speaks in the core's terms; executors/bhyve only translates upstream's
-// calls into these.
-package provider
+// Package supervisor is everything the native executor keeps for the life
+// of the gitlab-runner process, across jobs and runners: the view of the
+// bhyve host, one warm pool per runner, sweeps, background destroys,
+// admission and the metrics. It speaks in the core's terms; executors/bhyve
+// only translates upstream's calls into these.
+//
+// One name per concept: a Claim is capacity taken before GitLab is asked
+// for a job (a warm VM, or leave to boot one); a Request is the job as the
+// front-end describes it (its jobvm.Job identity, image, shell, resources);
+// an Assignment is the job's VM once Prepare gave it one.
+package supervisor
 
 import (
 	"context"
@@ -48,8 +53,8 @@ var ErrExhausted = pool.ErrExhausted
 // up. It wraps the *jobvm.AdmissionError that says by how much.
 var ErrNoMemory = errors.New("bhyve: not enough free host memory for a VM of the template's size")
 
-// Provider is the process-wide state. The zero value is not usable; use New.
-type Provider struct {
+// Supervisor is the process-wide state. The zero value is not usable; use New.
+type Supervisor struct {
 	metrics *metrics.Collector
 	// Dialer connects to guests (nil: a plain net.Dialer). The simulated
 	// host's tests inject one that dials inside its network namespace.
@@ -92,20 +97,20 @@ type runnerState struct {
 
 // New returns a Provider. It touches nothing on the host: upstream builds
 // every provider at every process start, helper commands included.
-func New() *Provider {
+func New() *Supervisor {
 	stop, stopNow := context.WithCancel(context.Background())
-	return &Provider{
+	return &Supervisor{
 		metrics: metrics.New(), Logf: func(string, ...any) {}, SweepTimeout: 10 * time.Minute, SweepInterval: 5 * time.Minute,
 		stop: stop, stopNow: stopNow, runners: map[string]*runnerState{},
 	}
 }
 
 // Collector is the provider's Prometheus collector.
-func (p *Provider) Collector() prometheus.Collector { return p.metrics }
+func (p *Supervisor) Collector() prometheus.Collector { return p.metrics }
 
 // jobHost is made on first use. The native executor's VMs are held by this
 // very process.
-func (p *Provider) jobHost() (*jobvm.Host, error) {
+func (p *Supervisor) jobHost() (*jobvm.Host, error) {
 	p.once.Do(func() {
 		p.host, p.hostErr = jobvm.NewHost(os.Getpid(), true)
 		if p.host != nil {
@@ -117,17 +122,17 @@ func (p *Provider) jobHost() (*jobvm.Host, error) {
 	return p.host, p.hostErr
 }
 
-// Slot is one job's claim on the runner's capacity, taken before GitLab is
+// Claim is one job's claim on the runner's capacity, taken before GitLab is
 // asked for a job: a warm VM, or leave to boot one.
-type Slot struct {
+type Claim struct {
 	state *runnerState
-	lease *pool.Lease[*poolVM]
+	claim *pool.Claim[*poolVM]
 }
 
 // Acquire claims capacity for the next job of runner r. The first call for
 // a runner starts sweeping its orphans (in the background) and starts its
 // pool; while its settings do not load, every call tries again.
-func (p *Provider) Acquire(r Runner) (*Slot, error) {
+func (p *Supervisor) Acquire(r Runner) (*Claim, error) {
 	st, err := p.state(r)
 	if err != nil {
 		return nil, err
@@ -138,33 +143,33 @@ func (p *Provider) Acquire(r Runner) (*Slot, error) {
 	if pl == nil {
 		// The pool could not start (settings broken): let the job come and
 		// fail with the settings error in its log, where operators look.
-		return &Slot{state: st}, nil
+		return &Claim{state: st}, nil
 	}
-	lease, err := pl.Acquire()
+	c, err := pl.Acquire()
 	if err != nil {
 		return nil, err
 	}
-	if !lease.Warm() {
+	if !c.Warm() {
 		if err := p.admitDefault(st); err != nil {
-			pl.Release(lease)
+			pl.Release(c)
 			return nil, err
 		}
 	}
-	return &Slot{state: st, lease: lease}, nil
+	return &Claim{state: st, claim: c}, nil
 }
 
-// Release ends a slot after its job (or when no job came).
-func (p *Provider) Release(s *Slot) {
-	if s == nil || s.lease == nil {
+// Release ends a claim after its job (or when no job came).
+func (p *Supervisor) Release(s *Claim) {
+	if s == nil || s.claim == nil {
 		return
 	}
 	s.state.mu.Lock()
 	pl := s.state.pool
 	s.state.mu.Unlock()
-	pl.Release(s.lease)
+	pl.Release(s.claim)
 }
 
-func (p *Provider) state(r Runner) (*runnerState, error) {
+func (p *Supervisor) state(r Runner) (*runnerState, error) {
 	host, err := p.jobHost()
 	if err != nil {
 		return nil, err
@@ -197,7 +202,7 @@ func (p *Provider) state(r Runner) (*runnerState, error) {
 
 // startPool starts the runner's pool unless it runs. A bhyve.toml that does
 // not load leaves it stopped until a later job request finds it fixed.
-func (p *Provider) startPool(host *jobvm.Host, st *runnerState) {
+func (p *Supervisor) startPool(host *jobvm.Host, st *runnerState) {
 	st.starting.Lock()
 	defer st.starting.Unlock()
 	st.mu.Lock()
@@ -221,7 +226,7 @@ func (p *Provider) startPool(host *jobvm.Host, st *runnerState) {
 
 // sweepLoop sweeps the runner's orphans every SweepInterval, until
 // Shutdown. While the settings do not load, each job request retries.
-func (p *Provider) sweepLoop(host *jobvm.Host, st *runnerState) {
+func (p *Supervisor) sweepLoop(host *jobvm.Host, st *runnerState) {
 	defer p.sweepers.Done()
 	lastErr, first := "", true
 	for {
@@ -263,7 +268,7 @@ func (st *runnerState) name() string {
 
 // sweep destroys the runner's orphans; it fails only when the settings do
 // not load (a sweep that could not list VMs is logged and counts as done).
-func (p *Provider) sweep(host *jobvm.Host, st *runnerState) error {
+func (p *Supervisor) sweep(host *jobvm.Host, st *runnerState) error {
 	st.mu.Lock()
 	r := st.runner
 	st.mu.Unlock()
@@ -291,7 +296,7 @@ func (p *Provider) sweep(host *jobvm.Host, st *runnerState) error {
 }
 
 // WaitSwept blocks until the first sweep of runner name has finished.
-func (p *Provider) WaitSwept(ctx context.Context, name string) error {
+func (p *Supervisor) WaitSwept(ctx context.Context, name string) error {
 	p.mu.Lock()
 	st, ok := p.runners[name]
 	p.mu.Unlock()
@@ -308,7 +313,7 @@ func (p *Provider) WaitSwept(ctx context.Context, name string) error {
 
 // poolFactory boots pool VMs from the runner's current settings.
 type poolFactory struct {
-	p    *Provider
+	p    *Supervisor
 	host *jobvm.Host
 	st   *runnerState
 }
@@ -393,8 +398,7 @@ func (f *poolFactory) Create(ctx context.Context) (*poolVM, error) {
 
 // Request is what a job asks of its VM.
 type Request struct {
-	JobID int64
-	Slot  int    // the job's concurrency slot (CI_CONCURRENT_ID)
+	Job   jobvm.Job
 	Image string // the job's image:, already expanded
 	Shell string // the command line stage scripts are piped to ("" = settings)
 	// Resources is the job's BHYVE_CPUS and BHYVE_MEMORY.
@@ -404,20 +408,20 @@ type Request struct {
 	Observer jobvm.Observer
 }
 
-// Job is one job's VM and where it came from.
-type Job struct {
+// Assignment is one job's VM and where it came from.
+type Assignment struct {
 	VM   *jobvm.VM
 	Warm bool
 
-	p        *Provider
+	p        *Supervisor
 	runner   string
-	lease    *pool.Lease[*poolVM]
+	claim    *pool.Claim[*poolVM]
 	finished bool
 }
 
-// Prepare gives the job its VM: the slot's warm VM when the job wants the
+// Prepare gives the job its VM: the claim's warm VM when the job wants the
 // pooled template and the VM still answers, otherwise one booted now.
-func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Request, logf jobvm.Logf) (*Job, error) {
+func (p *Supervisor) Prepare(ctx context.Context, claim *Claim, r Runner, req Request, logf jobvm.Logf) (*Assignment, error) {
 	start := time.Now()
 	s, err := r.Settings()
 	if err != nil {
@@ -438,11 +442,11 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 	if shell == "" {
 		shell = s.ShellCommand()
 	}
-	job := &Job{p: p, runner: r.Name}
-	if slot != nil {
-		// Warm or cold, the job's VM is retired through its lease, so that
+	job := &Assignment{p: p, runner: r.Name}
+	if claim != nil {
+		// Warm or cold, the job's VM is retired through its claim, so that
 		// it counts against the limit until destroyed.
-		job.lease = slot.lease
+		job.claim = claim.claim
 	}
 	m := host.Manager(s, template, shell)
 	m.Config.Resources = req.Resources
@@ -455,8 +459,8 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 	if err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
 		return nil, err
 	}
-	if slot != nil && slot.lease != nil && template == s.Template && err == nil && len(size.Set) == 0 {
-		if vm, ok := slot.lease.Take(ctx, currentRecipe(host, s)); ok {
+	if claim != nil && claim.claim != nil && template == s.Template && err == nil && len(size.Set) == 0 {
+		if vm, ok := claim.claim.Take(ctx, currentRecipe(host, s)); ok {
 			vm.Shell = shell
 			job.VM, job.Warm = vm.VM, true
 			logf("Using warm VM %s at %s (booted in %s)", vm.Name, vm.Address.IP, bootTime(vm.VM))
@@ -466,16 +470,16 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 		}
 	}
 
-	if slot != nil && slot.lease != nil {
+	if claim != nil && claim.claim != nil {
 		// A warm VM the job did not take goes back now, not when upstream
-		// releases the slot after the whole job: meanwhile it would stand
+		// releases the claim after the whole job: meanwhile it would stand
 		// beside the job's own VM, uncounted.
-		if err := slot.lease.Return(ctx); err != nil {
+		if err := claim.claim.Return(ctx); err != nil {
 			p.Logf("bhyve: runner %q: %v", r.Name, err)
 		}
 	}
 	m.Observer = observers{p.metrics.Observer(r.Name), req.Observer}
-	vm, err := m.Create(ctx, jobvm.Job{ID: req.JobID, Slot: req.Slot}, logf)
+	vm, err := m.Create(ctx, req.Job, logf)
 	if err != nil {
 		var refused *jobvm.AdmissionError
 		if errors.As(err, &refused) {
@@ -489,7 +493,7 @@ func (p *Provider) Prepare(ctx context.Context, slot *Slot, r Runner, req Reques
 }
 
 // Run runs one stage in the job's VM.
-func (j *Job) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer) error {
+func (j *Assignment) Run(ctx context.Context, script io.Reader, stdout, stderr io.Writer) error {
 	err := j.VM.Run(ctx, script, stdout, stderr)
 	j.p.metrics.StageFailed(j.runner, err)
 	return err
@@ -501,27 +505,27 @@ func (j *Job) Run(ctx context.Context, script io.Reader, stdout, stderr io.Write
 // for it); upstream reports the job's end only after Cleanup, so the job
 // waits for nothing more than the VM being unable to run anything.
 // Idempotent.
-func (j *Job) Finish(ctx context.Context, jobErr error) error {
+func (j *Assignment) Finish(ctx context.Context, jobErr error) error {
 	if j == nil || j.finished {
 		return nil
 	}
 	j.finished = true
 	switch {
-	case j.lease == nil:
+	case j.claim == nil:
 		// No pool (its settings never loaded): nothing tracks a background
 		// destroy, so it happens here.
 		return j.VM.Close(ctx)
 	case j.Warm:
-		return j.lease.Finish(ctx, jobErr == nil)
+		return j.claim.Finish(ctx, jobErr == nil)
 	default:
-		return j.lease.Retire(ctx, &poolVM{VM: j.VM})
+		return j.claim.Retire(ctx, &poolVM{VM: j.VM})
 	}
 }
 
 // Shutdown drains every pool at once, within ctx (upstream's
 // shutdown_timeout): idle VMs and VMs of finished jobs are destroyed, boots
 // cancelled.
-func (p *Provider) Shutdown(ctx context.Context) error {
+func (p *Supervisor) Shutdown(ctx context.Context) error {
 	p.stopNow()
 	p.mu.Lock()
 	states := make([]*runnerState, 0, len(p.runners))
@@ -550,7 +554,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (p *Provider) poolStats() []metrics.PoolStats {
+func (p *Supervisor) poolStats() []metrics.PoolStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]metrics.PoolStats, 0, len(p.runners))
