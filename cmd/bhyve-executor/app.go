@@ -89,16 +89,16 @@ func (a *app) settings() (*settings.Settings, error) {
 	return settings.Load(path, runner)
 }
 
-// job is the CI job a stage belongs to, from the variables gitlab-runner
-// passes as CUSTOM_ENV_*.
-type job struct {
-	ID    int64
-	Slot  int
+// request is the CI job a stage belongs to, as gitlab-runner's Custom
+// executor describes it in CUSTOM_ENV_*: the job's identity and its image:
+// (the Custom path's counterpart of supervisor.Request).
+type request struct {
+	jobvm.Job
 	Image string
 }
 
-func (a *app) job() (job, error) {
-	var j job
+func (a *app) request() (request, error) {
+	var j request
 	idText := a.env("CUSTOM_ENV_CI_JOB_ID")
 	id, err := strconv.ParseInt(idText, 10, 64)
 	if err != nil || id <= 0 {
@@ -120,15 +120,15 @@ func (a *app) job() (job, error) {
 
 // stage is the common start of a stage that takes no arguments: the
 // runner's settings and the job gitlab-runner is running.
-func (a *app) stage(name string, args []string) (*settings.Settings, job, error) {
+func (a *app) stage(name string, args []string) (*settings.Settings, request, error) {
 	if len(args) != 0 {
-		return nil, job{}, usagef("%s takes no arguments", name)
+		return nil, request{}, usagef("%s takes no arguments", name)
 	}
 	s, err := a.settings()
 	if err != nil {
-		return nil, job{}, err
+		return nil, request{}, err
 	}
-	j, err := a.job()
+	j, err := a.request()
 	return s, j, err
 }
 
@@ -145,9 +145,9 @@ func (a *app) host() (*jobvm.Host, error) {
 	return h, nil
 }
 
-// jobState is what prepare leaves for the later stages of the same job, in
+// preparedVM is what prepare leaves for the later stages of the same job, in
 // the job's private temporary directory (gitlab-runner's TMPDIR for the job).
-type jobState struct {
+type preparedVM struct {
 	VM       string `json:"vm"`
 	Template string `json:"template"`
 	Address  string `json:"address"`
@@ -164,7 +164,7 @@ func (a *app) statePath() (string, error) {
 	return filepath.Join(dir, stateFile), nil
 }
 
-func (a *app) saveState(st jobState) error {
+func (a *app) saveState(st preparedVM) error {
 	path, err := a.statePath()
 	if err != nil {
 		return err
@@ -182,8 +182,8 @@ func (a *app) saveState(st jobState) error {
 
 // loadState returns fs.ErrNotExist (wrapped) when prepare never got as far
 // as saving it.
-func (a *app) loadState() (jobState, error) {
-	var st jobState
+func (a *app) loadState() (preparedVM, error) {
+	var st preparedVM
 	path, err := a.statePath()
 	if err != nil {
 		return st, err

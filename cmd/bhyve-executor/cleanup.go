@@ -39,7 +39,7 @@ func cleanupStage(ctx context.Context, a *app, args []string) error {
 	case stErr == nil:
 		name = st.VM
 	case errors.Is(stErr, fs.ErrNotExist):
-		j, err := a.job()
+		j, err := a.request()
 		if err != nil {
 			return err
 		}

@@ -42,12 +42,12 @@ func prepareStage(ctx context.Context, a *app, args []string) error {
 	m := h.Manager(s, template, "")
 	m.Config.Resources = res
 	logf := func(format string, args ...any) { fmt.Fprintf(a.stdout, format+"\n", args...) }
-	vm, err := m.Create(ctx, jobvm.Job{ID: j.ID, Slot: j.Slot}, logf)
+	vm, err := m.Create(ctx, j.Job, logf)
 	if err != nil {
 		return err
 	}
 
-	st := jobState{VM: vm.Name, Template: vm.Template, Address: vm.Address.IP.String(), MAC: vm.MAC.String()}
+	st := preparedVM{VM: vm.Name, Template: vm.Template, Address: vm.Address.IP.String(), MAC: vm.MAC.String()}
 	if err := a.saveState(st); err != nil {
 		// Later stages could not find the VM: better no VM than a lost one.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.StopTimeout+cleanupSlack)

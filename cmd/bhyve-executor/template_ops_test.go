@@ -113,9 +113,18 @@ func TestTemplateCheckNamesEachBrokenTemplate(t *testing.T) {
 			name: "host key regenerated",
 			breakIt: func(t *testing.T) (string, string) {
 				// Keys deleted before the snapshot: every clone's sshd
-				// makes its own (rc.d/sshd), none matches the pin.
+				// makes its own (rc.d/sshd), none matches the pin. That
+				// matters where clones are trusted by the template's pin
+				// (host_keys = "template"); with per-VM keys each clone
+				// gets a fresh key anyway.
 				breakDisk(t, "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub")
-				return h.sim.SettingsPath, rb
+				b, err := os.ReadFile(h.sim.SettingsPath)
+				require.NoError(t, err)
+				section := "[runners.\"" + fixture.Runner + "\"]\n"
+				require.Contains(t, string(b), section)
+				pinned := filepath.Join(t.TempDir(), "bhyve.toml")
+				require.NoError(t, os.WriteFile(pinned, []byte(strings.Replace(string(b), section, section+"host_keys = \"template\"\n", 1)), 0o644))
+				return pinned, rb
 			},
 			wantCode: 1,
 			want:     []string{"[FAIL] test boot: ", "       fix: the clone's host key is not the one pinned for fbsd: its host keys were regenerated"},
