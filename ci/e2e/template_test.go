@@ -79,7 +79,7 @@ func TestTemplateBuildThenNativeJob(t *testing.T) {
 		"id -un", "gitlab-runner --version", "git --version", "test -w /cache && echo cache writable", "cat README.md",
 	}})
 	rec := tb.Wait(ctx, t, id)
-	log := testbed.Output(rec.Trace)
+	log := testbed.JobLog(rec.Trace)
 	t.Logf("job %d: %s after %s\n%s", id, rec.Status, rec.FinishedAt.Sub(rec.ReceivedAt).Round(time.Millisecond), log)
 	require.Equal(t, gitlab.StatusSuccess, rec.Status, "runner log:\n%s", testbed.Plain(p.Log()))
 	assert.Contains(t, log, "Cloning "+tmplName+"@"+snap+" as ", "the job's VM is a clone of the build")
@@ -231,7 +231,7 @@ func TestTemplateRotateWhileAJobRuns(t *testing.T) {
 	rec1 = tb.Wait(ctx, t, job1)
 	at(fmt.Sprintf("job1 (%d) finished %s: %s", job1, rec1.FinishedAt.UTC().Format("15:04:05.000"), rec1.Status))
 	runnerLog := testbed.Plain(p.Log())
-	log1, log2 := testbed.Output(rec1.Trace), testbed.Output(rec2.Trace)
+	log1, log2 := testbed.JobLog(rec1.Trace), testbed.JobLog(rec2.Trace)
 	t.Logf("job1 log:\n%s\njob2 log:\n%s", log1, log2)
 
 	require.Equal(t, gitlab.StatusSuccess, rec1.Status, "runner log:\n%s", runnerLog)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -226,16 +225,8 @@ func ZipFile(t testing.TB, path, name string) string {
 	return ""
 }
 
-// Upstream prefixes every trace line with its time, stream number, stream
-// (O/E) and "+" for a line that continues the previous one
-// (helpers/trace's timestamped format).
-var tracePrefix = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT[\d:.]+Z [0-9a-f]{2}[OE][+ ]`)
-
-// Colours, "erase line" and the carriage returns of section markers.
-var terminalCodes = regexp.MustCompile("\x1b\\[[0-9;]*[mK]|\r")
-
-// JobLog is a trace as GitLab's job log page shows it: without terminal
-// codes and line prefixes, so a script's output line is a whole line.
+// JobLog is a trace as GitLab's job log page shows it: TraceLines joined,
+// so a script's output line is a whole line.
 func JobLog(trace string) string {
-	return tracePrefix.ReplaceAllString(terminalCodes.ReplaceAllString(trace, ""), "")
+	return strings.Join(TraceLines(trace), "\n") + "\n"
 }

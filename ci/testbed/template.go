@@ -146,14 +146,3 @@ func (tb *Testbed) CloneOrigin(ctx context.Context, t testing.TB, name string) s
 	// vm info shows the origin dataset: zroot/vm/TEMPLATE@SNAP.
 	return filepath.Base(m[1])
 }
-
-// traceStamp is what upstream's timestamped trace puts before each line:
-// an RFC 3339 time, the stream number and type, and "+" for a continued
-// line (common/buildlogger).
-var traceStamp = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT[0-9:.]+Z \d\d[OE]\+? ?`)
-
-// Output is a job trace as the job's log view shows it: no timestamps, no
-// colours, no section markers.
-func Output(trace string) string {
-	return Plain(traceStamp.ReplaceAllString(trace, ""))
-}
