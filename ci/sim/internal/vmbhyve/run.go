@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/guest"
 	"gitlab.com/bhyve-ci/gitlab-runner-bhyve/ci/sim/internal/simstate"
 )
@@ -147,6 +149,14 @@ func (v *vm) run(args []string) error {
 	// vm::bhyve_device_networking / switch::provision: a MAC for every NIC
 	// lacking one, then a tap attached to the switch's bridge.
 	var nics []guest.NIC
+	// Each tap's unit stays reserved until this _run has destroyed the tap
+	// (see provisionTap); closing a reservation releases it.
+	var units []*os.File
+	defer func() {
+		for _, u := range units {
+			u.Close()
+		}
+	}()
 	for n := 0; ; n++ {
 		emulation := c.str(fmt.Sprintf("network%d_type", n), "")
 		if emulation == "" {
@@ -160,11 +170,12 @@ func (v *vm) run(args []string) error {
 			v.configSet(name, fmt.Sprintf("network%d_mac", n), mac)
 		}
 		sw := c.str(fmt.Sprintf("network%d_switch", n), "")
-		nic, err := v.provisionTap(name, n, sw)
+		nic, unit, err := v.provisionTap(name, n, sw)
 		if err != nil {
 			v.guestLog(name, "failed to create network device: "+err.Error())
 			continue
 		}
+		units = append(units, unit)
 		nic.MAC = mac
 		nics = append(nics, nic)
 		dev := fmt.Sprintf("-s 0:%d:%d,%s,%s", slot, n, emulation, nic.Tap)
@@ -329,24 +340,43 @@ func (v *vm) diskPath(name, disk, dev string) string {
 // provisionTap is switch::standard::provision: `ifconfig tap create` (here a
 // veth pair in the host's namespace, first free unit number), description
 // vmnet/NAME/NUM/SWITCH, then addm to the switch's bridge.
-func (v *vm) provisionTap(name string, num int, sw string) (guest.NIC, error) {
+//
+// A FreeBSD tap made by `ifconfig tap create` outlives the bhyve that opened
+// it: its unit stays taken until vm::run's cleanup runs `ifconfig tapN
+// destroy` (lib/vm-run). A veth pair does not: when the guest dies, the
+// kernel tears down its network namespace and with the guest end the host
+// end, so the unit would look free before this _run's cleanup deletes the
+// tap by name, and that delete would take down the tap another guest was
+// given meanwhile. The returned file therefore reserves the unit (a flock,
+// which the kernel also drops if this _run dies) until the caller has
+// deleted the tap and closes it.
+func (v *vm) provisionTap(name string, num int, sw string) (guest.NIC, *os.File, error) {
 	ip := v.cfg.Tools.IP
 	ns := v.cfg.NetNS
 	var nic guest.NIC
+	var reserved *os.File
 	for unit := 0; unit < 10000; unit++ {
+		r, err := v.reserveTapUnit(unit)
+		if err != nil {
+			return nic, nil, err
+		}
+		if r == nil {
+			continue // another _run's tap, alive or not yet destroyed
+		}
 		tap, peer := simstate.TapName(v.cfg.ID, unit), simstate.PeerName(v.cfg.ID, unit)
 		out, err := exec.Command(ip, "-n", ns, "link", "add", tap, "type", "veth", "peer", "name", peer).CombinedOutput()
 		if err != nil {
+			r.Close()
 			if strings.Contains(string(out), "File exists") {
 				continue
 			}
-			return nic, fmt.Errorf("ip link add %s: %w: %s", tap, err, strings.TrimSpace(string(out)))
+			return nic, nil, fmt.Errorf("ip link add %s: %w: %s", tap, err, strings.TrimSpace(string(out)))
 		}
-		nic = guest.NIC{Num: num, Tap: tap, Peer: peer}
+		nic, reserved = guest.NIC{Num: num, Tap: tap, Peer: peer}, r
 		break
 	}
 	if nic.Tap == "" {
-		return nic, errors.New("no free tap unit")
+		return nic, nil, errors.New("no free tap unit")
 	}
 	v.guestLog(name, "initialising network device "+nic.Tap)
 	desc := fmt.Sprintf("vmnet/%s/%d/%s", name, num, orDefault(sw, "custom"))
@@ -357,12 +387,12 @@ func (v *vm) provisionTap(name string, num int, sw string) (guest.NIC, error) {
 	_ = exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "address", hostMAC, "alias", desc).Run()
 	if sw == "" {
 		_ = exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "up").Run()
-		return nic, nil
+		return nic, reserved, nil
 	}
 	bridge := v.switchBridge(sw)
 	if bridge == "" {
 		v.guestLog(name, fmt.Sprintf("failed to find virtual switch '%s'", sw))
-		return nic, nil
+		return nic, reserved, nil
 	}
 	v.guestLog(name, fmt.Sprintf("adding %s -> %s (%s addm)", nic.Tap, bridge, sw))
 	if err := exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "master", bridge).Run(); err != nil {
@@ -379,7 +409,24 @@ func (v *vm) provisionTap(name string, num int, sw string) (guest.NIC, error) {
 	if v.switchPrivateOn(sw) {
 		_ = exec.Command(ip, "-n", ns, "link", "set", "dev", nic.Tap, "type", "bridge_slave", "isolated", "on").Run()
 	}
-	return nic, nil
+	return nic, reserved, nil
+}
+
+// reserveTapUnit takes tap unit n for this _run, or returns nil when
+// another _run holds it.
+func (v *vm) reserveTapUnit(n int) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(v.cfg.RunDir(), fmt.Sprintf("tap%d.unit", n)), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("reserve tap unit %d: %w", n, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reserve tap unit %d: %w", n, err)
+	}
+	return f, nil
 }
 
 // switchBridge is switch::id: a manual switch names its bridge in
