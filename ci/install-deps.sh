@@ -2,7 +2,7 @@
 # Installs, by Debian package name, what the simulated FreeBSD host and the
 # test suite need. Used by .ci/run and `make demo`; safe to run again.
 set -euo pipefail
-packages=(kea-dhcp4-server openssh-server openssh-client udhcpc iproute2 procps util-linux passwd time git make ca-certificates)
+packages=(kea-dhcp4-server openssh-server openssh-client udhcpc iproute2 procps util-linux passwd time git make ca-certificates shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ need ssh openssh-client
 need ssh-keygen openssh-client
 need udhcpc udhcpc
 need pgrep procps
+need shellcheck shellcheck
 if [ "$(id -u)" != 0 ]; then
   missing+=("root: the simulated host creates network namespaces (run as root, as CI does)")
 fi
