@@ -12,7 +12,7 @@ import (
 // NIC, so the kernel answers ARP requests for it, plus a gratuitous ARP
 // every 100ms so the host's entry flips to us even when nobody asks) and
 // take its MAC (so a learning bridge forwards the neighbour's frames to
-// our port once we send with it).
+// our port once we send with it; every 2ms, to outpace the victim).
 type attack struct {
 	ip     netip.Addr
 	mac    string
@@ -52,7 +52,14 @@ func (a *attack) apply(g *guestInit, cmd string) {
 		g.logf("attack: took MAC %s", arg)
 	}
 	if (a.ip.IsValid() || a.mac != "") && a.ticker == nil {
-		a.ticker = time.NewTicker(100 * time.Millisecond)
+		// A MAC thief must send more often than its victim: a learning
+		// bridge moves the MAC to whichever port sent with it last, and the
+		// victim's own traffic (its stage's SSH session) moves it back.
+		every := 100 * time.Millisecond
+		if a.mac != "" {
+			every = 2 * time.Millisecond
+		}
+		a.ticker = time.NewTicker(every)
 	}
 	a.announce(g)
 }
