@@ -52,6 +52,9 @@ type Fault struct {
 	// LoaderDelay: time in the bhyveload stage ("Bootloader (pid)"); 150ms
 	// when zero.
 	LoaderDelay time.Duration
+	// LockDelay: time `vm _run` spends between "initialising" and writing
+	// run.lock (network setup); the guest lists Stopped meanwhile.
+	LockDelay time.Duration
 	// SSHDelay: time between the DHCP lease and sshd listening.
 	SSHDelay time.Duration
 	// ShutdownDelay: how long an ACPI shutdown takes; 1.5s when zero.
@@ -96,6 +99,7 @@ func (f Fault) internal() simstate.Fault {
 	return simstate.Fault{
 		BootDelay:      simstate.Duration(f.BootDelay),
 		LoaderDelay:    simstate.Duration(f.LoaderDelay),
+		LockDelay:      simstate.Duration(f.LockDelay),
 		SSHDelay:       simstate.Duration(f.SSHDelay),
 		ShutdownDelay:  simstate.Duration(f.ShutdownDelay),
 		CloneDelay:     simstate.Duration(f.CloneDelay),
@@ -117,6 +121,7 @@ func fromInternal(f simstate.Fault) Fault {
 	return Fault{
 		BootDelay:      time.Duration(f.BootDelay),
 		LoaderDelay:    time.Duration(f.LoaderDelay),
+		LockDelay:      time.Duration(f.LockDelay),
 		SSHDelay:       time.Duration(f.SSHDelay),
 		ShutdownDelay:  time.Duration(f.ShutdownDelay),
 		CloneDelay:     time.Duration(f.CloneDelay),

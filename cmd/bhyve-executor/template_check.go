@@ -107,7 +107,7 @@ func checkClone(ctx context.Context, c *checks, s *settings.Settings, h *jobvm.H
 	m := h.Manager(s, tmpl, "")
 	name := fmt.Sprintf("%scheck-%d", s.NamePrefix, os.Getpid())
 	var steps []string
-	vm, err := m.CreateNamed(ctx, name, 0, func(format string, args ...any) {
+	vm, err := m.CreateNamed(ctx, context.WithoutCancel(ctx), name, 0, func(format string, args ...any) {
 		steps = append(steps, fmt.Sprintf(format, args...))
 	})
 	if err != nil {

@@ -175,13 +175,20 @@ type Timing struct {
 // leaves a VM behind.
 func (m *Manager) Create(ctx context.Context, job Job, logf Logf) (*VM, error) {
 	name := JobVMName(m.Config.NamePrefix, m.Owner.Runner, job.ID, job.Slot)
-	return m.CreateNamed(ctx, name, job.ID, logf)
+	// The caller's cancellation may be why the VM goes: destroying it must
+	// not depend on it.
+	return m.CreateNamed(ctx, context.WithoutCancel(ctx), name, job.ID, logf)
 }
 
 // CreateNamed is Create for VMs that serve no particular job yet (jobID 0):
 // warm-pool VMs and doctor's test boot. The name must start with the
 // configured prefix, or sweeps would never find the VM.
-func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, logf Logf) (_ *VM, err error) {
+//
+// cleanup bounds the destroy of a VM whose create failed or was cancelled
+// (on top of destroyBudget): a pool passes what ends when its Shutdown gives
+// up, so an abandoned boot does not outlive Shutdown's deadline. A VM left
+// that way comes back in an error that is a *LeftBehindError.
+func (m *Manager) CreateNamed(ctx, cleanup context.Context, name string, jobID int64, logf Logf) (_ *VM, err error) {
 	if !strings.HasPrefix(name, m.Config.NamePrefix) {
 		return nil, fmt.Errorf("VM name %q does not start with name_prefix %q", name, m.Config.NamePrefix)
 	}
@@ -204,12 +211,10 @@ func (m *Manager) CreateNamed(ctx context.Context, name string, jobID int64, log
 			return
 		}
 		if cloned {
-			// The caller's context may be the reason we are here; destroying
-			// must not depend on it.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.destroyBudget())
+			dctx, cancel := context.WithTimeout(cleanup, m.destroyBudget())
 			defer cancel()
 			if derr := v.destroy(dctx); derr != nil {
-				err = fmt.Errorf("%w (and destroying %s failed too: %v)", err, name, derr)
+				err = fmt.Errorf("%w (and destroying %s failed too: %w)", err, name, &LeftBehindError{Name: name, Err: derr})
 			}
 		}
 		m.Held.Remove(name)
@@ -533,21 +538,50 @@ func (m *Manager) Destroy(ctx context.Context, name string) error {
 	return err
 }
 
+// LeftBehindError is a VM that a failed or cancelled create could not
+// destroy: it still exists, and only a sweep (or an operator) removes it.
+type LeftBehindError struct {
+	Name string
+	Err  error
+}
+
+func (e *LeftBehindError) Error() string { return e.Name + " is left behind: " + e.Err.Error() }
+func (e *LeftBehindError) Unwrap() error { return e.Err }
+
+// LeftBehind names the VM; consumers match it with errors.As on an
+// interface of their own.
+func (e *LeftBehindError) LeftBehind() string { return e.Name }
+
 // stopAndDestroy powers the VM off and destroys it. A job VM is disposable:
 // nothing in it needs a clean shutdown, and waiting for an ACPI one (which
 // a guest may ignore) delayed every job's reported end, since upstream
 // sends the job's status only after Cleanup returns.
+//
+// vm::confirm_stopped (lib/vm-core) refuses to destroy while run.lock
+// exists; a `vm _run` that started after all (its start was interrupted, or
+// it logged nothing in time) holds one. Such a refusal (ErrBusy) means
+// stopping again and retrying, until ctx ends.
 func (m *Manager) stopAndDestroy(ctx context.Context, name string) error {
-	if err := m.powerOff(ctx, name); err != nil {
-		return err
+	for {
+		if err := m.powerOff(ctx, name); err != nil {
+			return err
+		}
+		if err := m.unbind(ctx, name); err != nil {
+			return err
+		}
+		err := m.VMs.Destroy(ctx, name)
+		switch {
+		case err == nil || errors.Is(err, vmbhyve.ErrNotFound):
+			return nil
+		case !errors.Is(err, vmbhyve.ErrBusy) || ctx.Err() != nil:
+			return fmt.Errorf("destroy %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("destroy %s: %w", name, err)
+		case <-time.After(busyRetry):
+		}
 	}
-	if err := m.unbind(ctx, name); err != nil {
-		return err
-	}
-	if err := m.VMs.Destroy(ctx, name); err != nil && !errors.Is(err, vmbhyve.ErrNotFound) {
-		return fmt.Errorf("destroy %s: %w", name, err)
-	}
-	return nil
 }
 
 // powerOff ends the guest without an ACPI grace: the driver's Stop with no
@@ -559,6 +593,10 @@ func (m *Manager) powerOff(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// busyRetry paces destroys refused for a run.lock: `vm _run` removes it
+// within moments of its guest stopping.
+const busyRetry = 200 * time.Millisecond
 
 // destroyBudget bounds cleanup: a forced poweroff and the destroy itself.
 func (m *Manager) destroyBudget() time.Duration {

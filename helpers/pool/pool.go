@@ -51,7 +51,10 @@ type Config struct {
 // Factory makes pool VMs and knows the current policy.
 type Factory[T Item] interface {
 	Config() (Config, error)
-	Create(ctx context.Context) (T, error)
+	// Create boots a VM. ctx ends when the VM is no longer wanted (at
+	// Shutdown); cleanup ends when Shutdown gives up waiting, and bounds
+	// what destroying a cancelled boot's VM may take.
+	Create(ctx, cleanup context.Context) (T, error)
 }
 
 // ErrExhausted means every VM the limit allows exists and none is idle.
@@ -314,9 +317,24 @@ func (p *Pool[T]) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		p.abandon()
+		// What was abandoned says so in the log (boot, destroyLocked);
+		// give it a moment to, so that it comes before Shutdown's caller
+		// moves on.
+		select {
+		case <-done:
+		case <-time.After(abandonGrace):
+		}
 		return fmt.Errorf("bhyve pool: shutdown did not finish: %w", ctx.Err())
 	}
 }
+
+// abandonGrace is how long Shutdown waits, once its deadline passed, for
+// abandoned boots and destroys to return and log what they leave behind.
+const abandonGrace = 2 * time.Second
+
+// leftBehind is a boot error that names a VM its cleanup could not destroy
+// (jobvm.LeftBehindError).
+type leftBehind interface{ LeftBehind() string }
 
 func (p *Pool[T]) poke() {
 	select {
@@ -379,13 +397,17 @@ func (p *Pool[T]) maintain() {
 
 func (p *Pool[T]) boot() {
 	defer p.wg.Done()
-	item, err := p.f.Create(p.ctx)
+	item, err := p.f.Create(p.ctx, p.destroyCtx)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.booting--
 	defer p.poke()
 	if err != nil {
+		var lb leftBehind
+		if p.ctx.Err() != nil && errors.As(err, &lb) {
+			p.logf("bhyve pool: a boot cancelled at shutdown could not destroy its VM %s; the next start's sweep destroys it: %v", lb.LeftBehind(), err)
+		}
 		if p.ctx.Err() == nil {
 			p.failures++
 			// Back off so a broken template does not turn into a clone and

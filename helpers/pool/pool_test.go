@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,7 +66,16 @@ type factory struct {
 	maxAtOnce int
 	attempts  int
 	block     bool // boots wait for ctx to end
+	// stuckCleanup: a cancelled boot's cleanup runs until its cleanup
+	// context ends, then reports the VM left behind.
+	stuckCleanup bool
 }
+
+// leftVM is what jobvm.LeftBehindError looks like to the pool.
+type leftVM struct{ name string }
+
+func (e *leftVM) Error() string      { return e.name + " is left behind" }
+func (e *leftVM) LeftBehind() string { return e.name }
 
 func (f *factory) Config() (Config, error) {
 	f.mu.Lock()
@@ -79,7 +89,7 @@ func (f *factory) set(mut func(*Config)) {
 	mut(&f.cfg)
 }
 
-func (f *factory) Create(ctx context.Context) (*fakeVM, error) {
+func (f *factory) Create(ctx, cleanup context.Context) (*fakeVM, error) {
 	f.mu.Lock()
 	f.attempts++
 	f.running++
@@ -97,6 +107,10 @@ func (f *factory) Create(ctx context.Context) (*fakeVM, error) {
 	}()
 	if block {
 		<-ctx.Done()
+		if f.stuckCleanup {
+			<-cleanup.Done()
+			return nil, fmt.Errorf("%w (and destroying failed too: %w)", ctx.Err(), &leftVM{name: "pool-vm"})
+		}
 		return nil, ctx.Err()
 	}
 	select {
@@ -373,6 +387,30 @@ func TestShutdownWaitsForDestroysWithinItsContext(t *testing.T) {
 	assert.Equal(t, int32(1), quick.closed.Load(), "it waited for the destroy that could finish")
 	require.Eventually(t, func() bool { return p.Stats() == Stats{} }, 5*time.Second, 5*time.Millisecond, "the stuck destroy was abandoned, not leaked: %+v", p.Stats())
 	assert.Zero(t, stuck.closed.Load())
+}
+
+func TestShutdownBoundsTheCleanupOfACancelledBoot(t *testing.T) {
+	f := &factory{cfg: Config{IdleCount: 1, MaxUseCount: 1, MaxConcurrentBoots: 1}, block: true, stuckCleanup: true}
+	var mu sync.Mutex
+	var logged []string
+	p, err := New[*fakeVM](f, func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged = append(logged, fmt.Sprintf(format, args...))
+	})
+	require.NoError(t, err)
+	waitStats(t, p, Stats{Booting: 1})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Shutdown(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), time.Second+abandonGrace, "the boot's cleanup ends with Shutdown's deadline")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, logged, 1, "the VM left behind is logged before Shutdown returns")
+	assert.Contains(t, logged[0], "could not destroy its VM pool-vm; the next start's sweep destroys it")
 }
 
 func TestReturnedVMGoesBackUnlessOverTheLimit(t *testing.T) {

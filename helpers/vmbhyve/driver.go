@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -47,6 +48,9 @@ type Driver struct {
 	ListInterval time.Duration
 
 	locks nameLocks
+
+	startsMu sync.Mutex
+	starts   map[string]startMark // guests Started whose `vm _run` may not have locked yet
 
 	versionMu sync.Mutex
 	version   *VersionInfo // vm-bhyve's, once SeedBuiltAtStart asked
@@ -138,9 +142,11 @@ func (d *Driver) Get(ctx context.Context, name string) (VM, bool, error) {
 	}
 	for _, vm := range vms {
 		if vm.Name == name {
+			d.noteState(name, vm, true)
 			return vm, true, nil
 		}
 	}
+	d.noteState(name, VM{}, false)
 	return VM{}, false, nil
 }
 
@@ -194,6 +200,10 @@ func (d *Driver) Start(ctx context.Context, name string) error {
 		return fmt.Errorf("start VM %s: %w", name, err)
 	}
 	defer unlock()
+	// From here a `vm _run` may be on its way even if `vm start` fails or
+	// is cancelled: core::__start launches it with `&` before returning,
+	// and a SIGTERM to vm does not reach it.
+	d.markStart(name)
 	stdout, stderr, err := d.vm(ctx, "start", name)
 	if err != nil {
 		return fmt.Errorf("start VM %s: %w", name, err)
@@ -275,18 +285,20 @@ func Gone(_ VM, exists bool) bool { return !exists }
 // Suspended) with no run.lock, which `vm _run` removes only after destroying
 // the taps and /dev/vmm/NAME (vm::run in lib/vm-run).
 //
-// First `vm stop NAME` (core::stop): two SIGTERMs to bhyve, i.e. ACPI power
-// button presses; the command is asynchronous and exits 0 even when it did
-// nothing. In the bootloader stage core::stop asks before killing the loader,
-// and stdin at EOF answers yes. Then up to acpiTimeout for the guest to go;
-// guests ignoring ACPI never do. Then `vm poweroff -f NAME` (core::poweroff,
-// bhyvectl --force-poweroff) and a wait until ctx ends. acpiTimeout <= 0
-// skips the ACPI wait and powers off at once (after `vm stop` if the guest
-// is in the bootloader stage, which poweroff cannot end).
+// A running guest first gets `vm stop NAME` (core::stop): two SIGTERMs to
+// bhyve, i.e. ACPI power button presses; the command is asynchronous and
+// exits 0 even when it did nothing. Then up to acpiTimeout for the guest to
+// go; guests ignoring ACPI never do. Then (or at once when acpiTimeout <= 0,
+// or when the guest is not Running yet) forceStop: `vm poweroff -f NAME`
+// (core::poweroff, bhyvectl --force-poweroff) for bhyve, `vm stop` for a
+// loader, which poweroff cannot end, and a wait until ctx ends.
 //
-// A guest already stopped is success; a guest that is not listed is an
-// error wrapping ErrNotFound. If the guest never stops (e.g. a stale
-// run.lock keeps it Locked) the error names the last state seen.
+// A guest this Driver has just started is not taken as stopped while its
+// `vm _run` may still be on the way to vm::lock (see startSettled): Stop
+// waits for it and stops what it starts. Otherwise a guest already stopped
+// is success; a guest that is not listed is an error wrapping ErrNotFound.
+// If the guest never stops (e.g. a stale run.lock keeps it Locked) the
+// error names the last state seen.
 func (d *Driver) Stop(ctx context.Context, name string, acpiTimeout time.Duration) error {
 	_, err := d.stop(ctx, name, acpiTimeout)
 	return err
@@ -328,21 +340,17 @@ func (d *Driver) stop(ctx context.Context, name string, acpiTimeout time.Duratio
 	if !exists {
 		return false, fmt.Errorf("stop VM %s: %w", name, ErrNotFound)
 	}
-	if vm.Stopped() {
+	if vm.Stopped() && d.startSettled(name) {
 		return false, nil
 	}
-	stopped := func(vm VM, exists bool) bool { return !exists || vm.Stopped() }
+	stopped := func(vm VM, exists bool) bool { return !exists || vm.Stopped() && d.startSettled(name) }
 
-	// poweroff cannot end the bootloader stage (vm-bhyve #466) but
-	// core::stop kills the loader, so the loader stage always gets `vm stop`.
-	if acpiTimeout > 0 || vm.State == StateBootloader {
+	if acpiTimeout > 0 && vm.State == StateRunning {
 		// core::stop warns (exit 0) when there is no vmm yet; nothing to
 		// act on, the wait below decides.
 		if _, _, err := d.vm(ctx, "stop", name); err != nil && failure.KindOf(err) == failure.Config {
 			return false, fmt.Errorf("stop VM %s: %w", name, err)
 		}
-	}
-	if acpiTimeout > 0 {
 		acpiCtx, cancel := context.WithTimeout(ctx, acpiTimeout)
 		vm, err := d.WaitState(acpiCtx, name, stopped)
 		cancel()
@@ -352,21 +360,78 @@ func (d *Driver) stop(ctx context.Context, name string, acpiTimeout time.Duratio
 		if ctx.Err() != nil || failure.KindOf(err) == failure.Config {
 			return false, fmt.Errorf("stop VM %s: ACPI shutdown: %w", name, err)
 		}
+		return d.forceStop(ctx, name, stopped, nil)
 	}
+	return d.forceStop(ctx, name, stopped, &vm)
+}
 
-	if _, _, err := d.vm(ctx, "poweroff", "-f", name); err != nil && !errors.Is(err, ErrNotRunning) {
-		// ErrNotRunning means the guest went away between the last poll and
-		// poweroff. Anything else: look once more before giving up.
-		if vm, exists, gerr := d.Get(ctx, name); gerr == nil && stopped(vm, exists) {
-			return false, goneIsNotFound(name, vm)
+// forceStop ends the guest in whatever stage it is, acting again whenever
+// it moves on, until stopped holds or ctx ends. A guest caught while `vm
+// _run` starts it goes through stages that each need their own action:
+//   - Stopped before vm::lock (lib/vm-run writes run.lock only after the
+//     network): nothing to act on yet; stopped decides whether _run is done.
+//   - Locked: _run holds run.lock but no loader or bhyve runs (between
+//     stages, or tearing down); nothing to signal, wait.
+//   - Bootloader: core::poweroff cannot end the loader, there is no bhyve
+//     to force off (vm-bhyve #466); core::stop kills the loader (its prompt
+//     is answered yes by stdin at EOF), and _run then gives up.
+//   - Running: core::poweroff (bhyvectl --force-poweroff).
+//
+// It reports whether a poweroff was sent. first, if not nil, is a fresh
+// `vm list` row of the guest, acted on without listing again.
+func (d *Driver) forceStop(ctx context.Context, name string, stopped func(VM, bool) bool, first *VM) (forced bool, _ error) {
+	last := "no successful vm list yet"
+	acted := map[State]int{} // the PID each stage was last acted on
+	ticker := time.NewTicker(d.pollInterval())
+	defer ticker.Stop()
+	for {
+		var vm VM
+		var exists bool
+		var err error
+		if first != nil {
+			vm, exists, first = *first, true, nil
+		} else {
+			vm, exists, err = d.Get(ctx, name)
 		}
-		return true, fmt.Errorf("stop VM %s: poweroff: %w", name, err)
+		switch {
+		case err == nil && stopped(vm, exists):
+			if !exists {
+				return forced, goneIsNotFound(name, vm)
+			}
+			return forced, nil
+		case err == nil:
+			last = describe(vm, exists)
+			if pid, done := acted[vm.State]; done && pid == vm.PID {
+				break
+			}
+			switch vm.State {
+			case StateBootloader:
+				acted[vm.State] = vm.PID
+				if _, _, err := d.vm(ctx, "stop", name); err != nil && failure.KindOf(err) == failure.Config {
+					return forced, fmt.Errorf("stop VM %s: %w", name, err)
+				}
+			case StateRunning:
+				acted[vm.State] = vm.PID
+				forced = true
+				if _, _, err := d.vm(ctx, "poweroff", "-f", name); err != nil && !errors.Is(err, ErrNotRunning) {
+					// ErrNotRunning means the guest went away between the
+					// poll and poweroff. Anything else: look once more
+					// before giving up.
+					if vm, exists, gerr := d.Get(ctx, name); gerr == nil && stopped(vm, exists) {
+						return forced, goneIsNotFound(name, vm)
+					}
+					return forced, fmt.Errorf("stop VM %s: poweroff: %w", name, err)
+				}
+			}
+		case failure.KindOf(err) == failure.Config:
+			return forced, fmt.Errorf("stop VM %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return forced, fmt.Errorf("stop VM %s: %w; last state seen: %s", name, ctx.Err(), last)
+		case <-ticker.C:
+		}
 	}
-	vm, err = d.WaitState(ctx, name, stopped)
-	if err != nil {
-		return true, fmt.Errorf("stop VM %s: after poweroff: %w", name, err)
-	}
-	return true, goneIsNotFound(name, vm)
 }
 
 // goneIsNotFound turns the zero VM that WaitState returns for a guest that
@@ -413,4 +478,63 @@ func (d *Driver) Version(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("vm version: %w", err)
 	}
 	return v.String(), nil
+}
+
+// startSettle is how long a guest may list Stopped after Start, with
+// nothing new in its vm-bhyve.log, before Stop believes that no `vm _run`
+// is coming: vm::run logs "initialising" before any slow step, so on a
+// real host the line follows `vm start` within milliseconds.
+const startSettle = 3 * time.Second
+
+// startMark is one Start whose `vm _run` has not been seen locking.
+type startMark struct {
+	at  time.Time
+	log bootLog // the guest's vm-bhyve.log from before the start
+}
+
+func (d *Driver) markStart(name string) {
+	m := startMark{at: time.Now(), log: bootLog{path: filepath.Join(d.VMDir, name, "vm-bhyve.log")}}
+	m.log.skipExisting()
+	d.startsMu.Lock()
+	defer d.startsMu.Unlock()
+	if d.starts == nil {
+		d.starts = map[string]startMark{}
+	}
+	d.starts[name] = m
+}
+
+// noteState forgets a start once `vm list` shows its _run past vm::lock
+// (any state but Stopped) or the guest gone: from then on Stopped means
+// that _run has unlocked, i.e. finished.
+func (d *Driver) noteState(name string, vm VM, exists bool) {
+	if exists && vm.Stopped() {
+		return
+	}
+	d.startsMu.Lock()
+	delete(d.starts, name)
+	d.startsMu.Unlock()
+}
+
+// startSettled reports whether a guest listed Stopped is really at rest.
+// After `vm start` it lists Stopped until vm::lock, which vm::run (lib/
+// vm-run) reaches only after network setup; a Stopped seen then is not
+// final: the guest boots a moment later, and `vm destroy` meanwhile would
+// pull its datasets from under a running `_run`. It is at rest once the
+// start's log lines end ("fatal; ..." or "stopped": _run gave up or
+// finished), or when startSettle passed without a single line (no _run
+// came: `vm start` refused or was killed before launching it).
+func (d *Driver) startSettled(name string) bool {
+	d.startsMu.Lock()
+	defer d.startsMu.Unlock()
+	m, ok := d.starts[name]
+	if !ok {
+		return true
+	}
+	m.log.read()
+	d.starts[name] = m
+	if m.log.ended || len(m.log.lines) == 0 && time.Since(m.at) >= startSettle {
+		delete(d.starts, name)
+		return true
+	}
+	return false
 }

@@ -3,6 +3,9 @@ package vmbhyve
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,7 +273,74 @@ func TestStop(t *testing.T) {
 			return fakeResult{code: 1}
 		})
 		require.NoError(t, d.Stop(context.Background(), "ci-1", 0))
-		assert.Equal(t, []string{"list", "stop", "poweroff", "list"}, fake.subcommands())
+		// poweroff cannot end a loader (vm-bhyve #466): not sent.
+		assert.Equal(t, []string{"list", "stop", "list"}, fake.subcommands())
+	})
+
+	t.Run("a guest caught starting is stopped in every stage it reaches", func(t *testing.T) {
+		// vm::run: run.lock (Locked), then bhyveload (Bootloader), then
+		// bhyve (Running). Stop must not sit in a wait while a Locked guest
+		// goes on to boot: each new stage gets its own action.
+		var lists atomic.Int32
+		var loaderKilled, off atomic.Bool
+		d, fake := newDriver(t, func(argv []string) fakeResult {
+			switch subcommand(argv) {
+			case "list":
+				n := lists.Add(1)
+				switch {
+				case off.Load():
+					return listing(row("ci-1", "Stopped"))
+				case n <= 2:
+					return listing(row("ci-1", "Locked (buildhost)"))
+				case !loaderKilled.Load():
+					return listing(row("ci-1", "Bootloader (98)"))
+				}
+				// A loader that stops no guest: _run goes on to bhyve.
+				return listing(row("ci-1", "Running (99)"))
+			case "stop":
+				loaderKilled.Store(true)
+				return fakeResult{stdout: "Killing ci-1\n"}
+			case "poweroff":
+				off.Store(true)
+				return fakeResult{}
+			}
+			t.Errorf("unexpected %q", argv)
+			return fakeResult{code: 1}
+		})
+		require.NoError(t, d.Stop(context.Background(), "ci-1", 0))
+		assert.Equal(t, []string{"list", "list", "list", "stop", "list", "poweroff", "list"}, fake.subcommands())
+	})
+
+	t.Run("Stopped right after Start is not final while _run is under way", func(t *testing.T) {
+		// core::__start has launched `vm _run`, which logged "initialising"
+		// but has not reached vm::lock: the guest lists Stopped, then boots.
+		var lists atomic.Int32
+		var loaderKilled atomic.Bool
+		var d *Driver
+		d, fake := newDriver(t, func(argv []string) fakeResult {
+			switch subcommand(argv) {
+			case "start":
+				writeGuestLog(t, d, "ci-1", "initialising")
+				return fakeResult{stdout: "Starting ci-1\n  * found guest in /vm/ci-1\n  * booting...\n"}
+			case "list":
+				switch n := lists.Add(1); {
+				case loaderKilled.Load():
+					return listing(row("ci-1", "Stopped"))
+				case n <= 3:
+					return listing(row("ci-1", "Stopped"))
+				}
+				return listing(row("ci-1", "Bootloader (98)"))
+			case "stop":
+				loaderKilled.Store(true)
+				writeGuestLog(t, d, "ci-1", "fatal; loader returned error 143")
+				return fakeResult{stdout: "Killing ci-1\n"}
+			}
+			t.Errorf("unexpected %q", argv)
+			return fakeResult{code: 1}
+		})
+		require.NoError(t, d.Start(context.Background(), "ci-1"))
+		require.NoError(t, d.Stop(context.Background(), "ci-1", 0))
+		assert.Equal(t, []string{"start", "list", "list", "list", "list", "stop", "list"}, fake.subcommands())
 	})
 
 	t.Run("stale lock never clears: error names the state", func(t *testing.T) {
@@ -702,4 +772,16 @@ func TestCommandErrorText(t *testing.T) {
 
 	e = &CommandError{Argv: []string{vmPath, "list"}, ExitCode: 1, Stdout: "Usage: vm ...\n" + repeat("x", 1000), Err: exitStatus(1)}
 	assert.Less(t, len(e.Error()), 600, "output is clipped")
+}
+
+// writeGuestLog appends one util::log line to NAME/vm-bhyve.log, as vm _run does.
+func writeGuestLog(t *testing.T, d *Driver, name, msg string) {
+	t.Helper()
+	dir := filepath.Join(d.VMDir, name)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	f, err := os.OpenFile(filepath.Join(dir, "vm-bhyve.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	require.NoError(t, err)
+	_, err = fmt.Fprintf(f, "2026-01-02T03:04:05+00:00: %s\n", msg)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
 }

@@ -65,7 +65,8 @@ up flags:
   --version 1.6|1.7|1.8 --template NAME --snapshot NAME --lfc-interval DUR
   --valid-lifetime DUR --user NAME
 
-fault knobs: boot_delay loader_delay ssh_delay shutdown_delay clone_delay
+fault knobs: boot_delay loader_delay lock_delay ssh_delay shutdown_delay
+  clone_delay
   (durations),
   no_dhcp no_sshd ignore_acpi lfc_on_lease (bools), fail (clone, clone-rename,
   start, _run, stop, poweroff, destroy), fail_message, fail_times,
@@ -358,6 +359,8 @@ func setKnob(f *simstate.Fault, k, v string) error {
 		err = dur(&f.BootDelay)
 	case "loader_delay":
 		err = dur(&f.LoaderDelay)
+	case "lock_delay":
+		err = dur(&f.LockDelay)
 	case "ssh_delay":
 		err = dur(&f.SSHDelay)
 	case "shutdown_delay":

@@ -46,6 +46,10 @@ type Fault struct {
 	BootDelay Duration `json:"boot_delay,omitempty"`
 	// LoaderDelay is how long the guest stays in the bhyveload stage.
 	LoaderDelay Duration `json:"loader_delay,omitempty"`
+	// LockDelay is how long `vm _run` spends after "initialising" and before
+	// vm::lock (network setup on a real host): the guest lists Stopped while
+	// its _run is already under way.
+	LockDelay Duration `json:"lock_delay,omitempty"`
 	// SSHDelay is the time between the DHCP lease and sshd listening.
 	SSHDelay Duration `json:"ssh_delay,omitempty"`
 	// ShutdownDelay is how long an ACPI shutdown takes inside the guest.
@@ -96,6 +100,9 @@ func (f Fault) Over(o Fault) Fault {
 	}
 	if o.LoaderDelay != 0 {
 		f.LoaderDelay = o.LoaderDelay
+	}
+	if o.LockDelay != 0 {
+		f.LockDelay = o.LockDelay
 	}
 	if o.SSHDelay != 0 {
 		f.SSHDelay = o.SSHDelay

@@ -188,13 +188,14 @@ func (v *vm) run(args []string) error {
 		devices = append(devices, fmt.Sprintf("-s 0:%d:0,virtio-rnd", slot+1))
 	}
 
+	lineage := v.lineage(name)
+	fault, _ := v.cfg.EffectiveFault(lineage)
+	time.Sleep(time.Duration(fault.LockDelay))
+
 	// vm::lock: only now, after the network, so run.lock implies that uuid
 	// and MACs are in NAME.conf.
 	_ = os.WriteFile(filepath.Join(dir, "run.lock"), []byte(v.host+"\n"), 0o644)
 	v.guestLog(name, "booting")
-
-	lineage := v.lineage(name)
-	fault, _ := v.cfg.EffectiveFault(lineage)
 	// The guest's console: com1 on stdio in the foreground, otherwise a log
 	// file of the simulator (a real host would have /dev/nmdm-NAME.1B).
 	consoleLog := os.Stdout
