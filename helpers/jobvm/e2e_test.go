@@ -573,3 +573,46 @@ func TestE2EPartialClonesAreNeverLeftBehind(t *testing.T) {
 		assert.True(t, exists)
 	})
 }
+
+// A job cancelled (or a pool boot abandoned at shutdown) while vm-bhyve is
+// still starting the guest: `vm start` has returned, `_run` carries on in
+// the background. Whatever stage the cancel meets (before run.lock, in the
+// loader, booted), the VM must end destroyed with no `_run` or guest
+// process left, well within the destroy budget.
+func TestE2ECancelWhileVMBhyveIsStartingLeavesNothing(t *testing.T) {
+	tests := map[string]struct {
+		fault sim.Fault
+		after time.Duration // cancel this long after "Starting"
+	}{
+		"before run.lock":   {fault: sim.Fault{LockDelay: 1500 * time.Millisecond}, after: 200 * time.Millisecond},
+		"in the bootloader": {fault: sim.Fault{LoaderDelay: 5 * time.Second}, after: 700 * time.Millisecond},
+		"booting":           {fault: sim.Fault{BootDelay: time.Hour}, after: 700 * time.Millisecond},
+	}
+	e := newE2E(t)
+	job := int64(900)
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			job++
+			require.NoError(t, e.sim.SetFault(e.sim.Template(), tt.fault))
+			t.Cleanup(func() { _ = e.sim.SetFault(e.sim.Template(), sim.Fault{}) })
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			logf := func(format string, args ...any) {
+				line := fmt.Sprintf(format, args...)
+				t.Log(line)
+				if strings.HasPrefix(line, "Starting ") {
+					time.AfterFunc(tt.after, cancel)
+				}
+			}
+			start := time.Now()
+			vm, err := e.manager().Create(ctx, jobvm.Job{ID: job}, logf)
+			took := time.Since(start)
+			require.Error(t, err)
+			assert.Nil(t, vm)
+			t.Logf("cancelled create returned after %s: %v", took.Round(time.Millisecond), err)
+			assert.Less(t, took, 20*time.Second, "the cleanup of a cancelled start is bounded")
+			e.gone(t, jobvm.JobVMName(e.s.NamePrefix, e.s.RunnerName, job, 0))
+		})
+	}
+}
