@@ -444,3 +444,44 @@ func TestPoolVMsOfAnOlderSnapshotAreRetiredWithLatest(t *testing.T) {
 	require.NoError(t, job.Run(context.Background(), strings.NewReader("cat /made-from"), &out, io.Discard))
 	assert.Equal(t, "new\n", out.String())
 }
+
+// Shutdown while the pool is booting: vm-bhyve's `_run` is still starting
+// the guest (before run.lock, then in the loader) when the boot is
+// abandoned. Shutdown must still end with every pool VM destroyed and no
+// guest process left.
+func TestShutdownDuringAPoolBootLeavesNoVM(t *testing.T) {
+	h := fixture.New(t, sim.Options{}, "[runners.\"sim-runner\".pool]", "idle_count = 2", "max_concurrent_boots = 2")
+	require.NoError(t, h.SetFault(h.Template(), sim.Fault{LockDelay: 1500 * time.Millisecond, LoaderDelay: 3 * time.Second}))
+	p := supervisor.New()
+	p.Dialer = h
+	started := make(chan struct{}, 2)
+	p.Logf = func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		t.Log(line)
+		if strings.Contains(line, "pool: Starting ci-sim-runner-p") {
+			started <- struct{}{}
+		}
+	}
+	r := supervisor.Runner{Name: fixture.Runner, SettingsPath: h.SettingsPath, Limit: 4}
+	claim, err := p.Acquire(r)
+	require.NoError(t, err)
+	p.Release(claim)
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the pool never started booting two VMs")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // vm start returned; _run has not written run.lock
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, p.Shutdown(ctx))
+	t.Logf("shutdown during boots took %s", time.Since(start).Round(time.Millisecond))
+	assert.Equal(t, []string{h.Template()}, vmNames(t, h), "only the template is left")
+	for _, proc := range h.Resources().Processes {
+		assert.NotContains(t, proc.Cmdline, "ci-sim-runner-p", "a pool VM's process is left: %s", proc.Cmdline)
+	}
+}
